@@ -1,0 +1,38 @@
+# The two commands users need: `make demo` and `make test`.
+# Both create .venv with pinned dependencies and link the collection first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+LINK := .collections/ansible_collections/campusnet/smtpguard
+
+.PHONY: setup demo test unit integration lint clean
+
+setup: $(STAMP) $(LINK)
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "smtpguard needs Python 3.11 or newer (ansible-core 2.19); set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+$(LINK):
+	@mkdir -p $(dir $(LINK))
+	@ln -sfn ../../.. $(LINK)
+
+demo: setup
+	@PATH="$(CURDIR)/$(BIN):$$PATH" ./tools/demo.sh
+
+test: setup
+	$(BIN)/pytest -q tests/unit tests/integration
+
+unit: setup
+	$(BIN)/pytest -q tests/unit
+
+integration: setup
+	$(BIN)/pytest -q tests/integration
+
+clean:
+	rm -rf $(VENV) .collections demo-output .pytest_cache
