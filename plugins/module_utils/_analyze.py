@@ -1,0 +1,328 @@
+"""The analysis of one check: read the logs, pair sessions, measure occupancy, select sources."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ansible_collections.campusnet.smtpguard.plugins.module_utils import _postfix
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import sort_key, parse_address
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._logfiles import (
+    LogFamily,
+    LogFileError,
+    expand_paths,
+    open_log,
+    tail_lines,
+)
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._occupancy import sweep
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._risk import (
+    RiskError,
+    rank_to_risk,
+    read_risk_file,
+)
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._rules import (
+    Rule,
+    load_rules,
+    thresholds,
+)
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions import (
+    FIRST_COUNT,
+    LONGEST,
+    OPEN,
+    SESSIONS,
+    SessionBook,
+)
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps import (
+    TimestampParser,
+    format_epoch,
+    load_zone,
+    parse_duration,
+    parse_iso,
+)
+
+FORMATS = ("auto", "postfix")
+
+
+class AnalysisError(Exception):
+    """What stops an analysis, said so that an operator knows what to do."""
+
+
+@dataclass
+class Settings:
+    paths: list[str]
+    capacity: int
+    format: str = "auto"
+    window: float = 1800.0
+    now: str | None = None
+    year: int | None = None
+    timezone: str | None = None
+    trigger_occupancy: float = 20.0
+    alert_occupancy: float = 40.0
+    force: bool = False
+    rules: list[dict] | None = None
+    risk_source: str = "log"
+    risk_file: str | None = None
+    unknown_risk: float = 0.0
+    postscreen_threshold: int = 1
+    dnsbl: dict = field(default_factory=dict)
+    report_path: str | None = None
+
+
+def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message: None) -> dict:
+    """Run one check and return the result that flood_analyze reports."""
+    started = time.monotonic()
+    rules = load_rules(settings.rules)
+    window = parse_duration(settings.window, name="window")
+    if settings.capacity < 1:
+        raise AnalysisError(f"capacity must be at least 1 session, not {settings.capacity}")
+    zone = load_zone(settings.timezone)
+    try:
+        families = expand_paths(settings.paths)
+    except LogFileError as exc:
+        raise AnalysisError(str(exc)) from None
+    fmt = _detect_format(families, settings.format)
+
+    given_now = parse_iso(settings.now, zone=zone) if settings.now else None
+    now = given_now if given_now is not None else _newest_time(families, settings, zone)
+    if now is None:
+        raise AnalysisError(
+            "no line with a readable timestamp in "
+            + ", ".join(repr(log.path) for family in families for log in family.files)
+            + "; check format and timezone, or give now"
+        )
+    window_start = now - window
+
+    book = SessionBook(window_start=window_start, now=now, thresholds=thresholds(rules))
+    stats = _postfix.Stats()
+    ranks: dict[str, int] = {}
+    addresses: dict[bytes, str | None] = {}
+    for family in families:
+        for log in family.files:
+            stamp_of = TimestampParser(
+                zone=zone, year=settings.year, now=given_now, reference=log.mtime
+            )
+            _read_file(log.path, fmt, book=book, stamp_of=stamp_of, stats=stats, ranks=ranks,
+                       addresses=addresses, warn=warn)
+    book.finish()
+
+    occupancy = sweep(
+        book.deltas,
+        start=window_start,
+        end=now,
+        current_sessions=book.counts["open_sessions"],
+        capacity=settings.capacity,
+    )
+    occupancy["peak_at"] = format_epoch(occupancy["peak_at"], zone=zone)
+    triggered = occupancy["current"] > settings.trigger_occupancy or settings.force
+    alert = occupancy["current"] > settings.alert_occupancy
+
+    risks = _risks(settings, book, rules, ranks=ranks, warn=warn)
+    matches = _match(book, rules, risks, unknown_risk=settings.unknown_risk)
+    candidates = matches if triggered else []
+
+    result = {
+        "occupancy": occupancy,
+        "triggered": triggered,
+        "alert": alert,
+        "forced": settings.force,
+        "candidates": candidates,
+        "rules": [rule.as_dict() for rule in rules],
+        "stats": {
+            **stats.as_dict(),
+            **book.counts,
+            "distinct_ips": len(book.sources),
+            "matching_sources": len(matches),
+            "files": [log.path for family in families for log in family.files],
+            "format": fmt,
+            "window_start": format_epoch(window_start, zone=zone),
+            "window_end": format_epoch(now, zone=zone),
+            "window_seconds": window,
+            "seconds": round(time.monotonic() - started, 3),
+        },
+    }
+    if stats.skipped:
+        warn(f"skipped {stats.skipped} of {stats.lines} log lines that could not be parsed")
+    if settings.report_path:
+        _write_report(settings.report_path, result, book, risks, rules)
+    return result
+
+
+def _detect_format(families: list[LogFamily], requested: str) -> str:
+    if requested not in FORMATS:
+        raise AnalysisError(f"format {requested!r} is not supported yet; use one of {FORMATS}")
+    if requested != "auto":
+        return requested
+    for family in families:
+        for log in family.files:
+            try:
+                with open_log(log.path) as handle:
+                    head = [line for _, line in zip(range(200), handle)]
+            except (OSError, EOFError) as exc:
+                raise AnalysisError(f"cannot read log file {log.path!r}: {exc}") from None
+            if _postfix.looks_like(head):
+                return "postfix"
+    raise AnalysisError(
+        "could not recognise the log format of "
+        + ", ".join(repr(log.path) for family in families for log in family.files)
+        + "; set format explicitly (supported: postfix)"
+    )
+
+
+def _newest_time(families: list[LogFamily], settings: Settings, zone) -> float | None:
+    newest: float | None = None
+    for family in families:
+        for log in reversed(family.files):
+            stamp_of = TimestampParser(zone=zone, year=settings.year, reference=log.mtime)
+            found = None
+            try:
+                lines = tail_lines(log.path)
+            except (OSError, EOFError):
+                continue
+            for line in reversed(lines):
+                fields = _postfix.split_line(line) if line else None
+                if fields and (found := stamp_of(fields[0])) is not None:
+                    break
+            if found is not None:
+                newest = found if newest is None else max(newest, found)
+                break
+    return newest
+
+
+def _read_file(path: str, fmt: str, **kwargs) -> None:
+    warn = kwargs.pop("warn")
+    try:
+        with open_log(path) as handle:
+            first = _postfix.read_postfix(handle, **kwargs)
+    except (OSError, EOFError) as exc:
+        # A truncated .gz keeps what was read before the damage.
+        warn(f"stopped reading {path!r} early: {exc}; lines before the damage were used")
+        return
+    del first
+
+
+def _risks(settings: Settings, book: SessionBook, rules: list[Rule], *, ranks: dict[str, int],
+           warn: Callable[[str], None]) -> dict[str, float]:
+    source = settings.risk_source
+    if source == "none":
+        return {}
+    if source == "log":
+        return {
+            address: rank_to_risk(rank, threshold=settings.postscreen_threshold)
+            for address, rank in ranks.items()
+        }
+    if source == "file":
+        if not settings.risk_file:
+            raise AnalysisError("risk_source is file but risk_file is not set")
+        try:
+            scores, skipped = read_risk_file(settings.risk_file)
+        except RiskError as exc:
+            raise AnalysisError(str(exc)) from None
+        if skipped:
+            warn(f"skipped {skipped} malformed lines in risk_file {settings.risk_file!r}")
+        return scores
+    if source == "dnsbl":
+        return _dnsbl_risks(settings, book, rules, warn=warn)
+    raise AnalysisError(f"risk_source {source!r} is not one of log, file, dnsbl, none")
+
+
+def _dnsbl_risks(settings: Settings, book: SessionBook, rules: list[Rule], *,
+                 warn: Callable[[str], None]) -> dict[str, float]:
+    """Look up only the sources whose sessions already satisfy a rule that needs a risk."""
+    from ansible_collections.campusnet.smtpguard.plugins.module_utils._dns import dnsbl_risk
+
+    zones = settings.dnsbl.get("zones") or []
+    if not zones:
+        raise AnalysisError("risk_source is dnsbl but dnsbl_zones is empty")
+    index = {value: position for position, value in enumerate(thresholds(rules))}
+    needed = [
+        address
+        for address, aggregate in book.sources.items()
+        if any(
+            rule.min_risk > 0 and aggregate[FIRST_COUNT + index[rule.min_duration]] >= rule.min_sessions
+            for rule in rules
+        )
+    ]
+    if not needed:
+        return {}
+    found = dnsbl_risk(
+        needed,
+        zones=zones,
+        nameservers=settings.dnsbl.get("nameservers"),
+        port=settings.dnsbl.get("port", 53),
+        timeout=settings.dnsbl.get("timeout", 2.0),
+        concurrency=settings.dnsbl.get("concurrency", 50),
+    )
+    unknown = [address for address, risk in found.items() if risk is None]
+    if unknown:
+        warn(f"DNSBL look-ups failed for {len(unknown)} sources; they take unknown_risk")
+    return {address: risk for address, risk in found.items() if risk is not None}
+
+
+def _match(book: SessionBook, rules: list[Rule], risks: dict[str, float], *,
+           unknown_risk: float) -> list[dict]:
+    index = {value: position for position, value in enumerate(thresholds(rules))}
+    matches = []
+    for address, aggregate in book.sources.items():
+        risk = risks.get(address)
+        effective = unknown_risk if risk is None else risk
+        matched = [
+            rule
+            for rule in rules
+            if aggregate[FIRST_COUNT + index[rule.min_duration]] >= rule.min_sessions
+            and effective >= rule.min_risk
+        ]
+        if not matched:
+            continue
+        first = matched[0]
+        matches.append({
+            "ip": address,
+            "rule": first.name,
+            "rules": [rule.name for rule in matched],
+            "sessions": aggregate[SESSIONS],
+            "qualifying_sessions": aggregate[FIRST_COUNT + index[first.min_duration]],
+            "longest_session": _seconds(aggregate[LONGEST]),
+            "open_sessions": aggregate[OPEN],
+            "risk": effective,
+            "risk_known": risk is not None,
+        })
+    matches.sort(key=lambda match: (-match["qualifying_sessions"], -match["sessions"],
+                                    sort_key(parse_address(match["ip"]))))
+    return matches
+
+
+def _seconds(value: float) -> float | int:
+    return int(value) if value == int(value) else round(value, 3)
+
+
+def _write_report(path: str, result: dict, book: SessionBook, risks: dict[str, float],
+                  rules: list[Rule]) -> None:
+    index = {value: position for position, value in enumerate(thresholds(rules))}
+    sources = [
+        {
+            "ip": address,
+            "sessions": aggregate[SESSIONS],
+            "open_sessions": aggregate[OPEN],
+            "longest_session": _seconds(aggregate[LONGEST]),
+            "risk": risks.get(address),
+            "qualifying": {
+                rule.name: aggregate[FIRST_COUNT + index[rule.min_duration]] for rule in rules
+            },
+        }
+        for address, aggregate in book.sources.items()
+    ]
+    sources.sort(key=lambda source: (-source["sessions"], sort_key(parse_address(source["ip"]))))
+    report = {**result, "sources": sources}
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".report-")
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=1, sort_keys=True)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise AnalysisError(f"cannot write report_path {path!r}: {exc.strerror}") from None

@@ -1,0 +1,117 @@
+"""Pairing session events into sessions, and what the window needs to know about them.
+
+A `SessionBook` is fed events in log order (connect, tentative end, disconnect) keyed by
+host + program + pid. It keeps only open sessions, one aggregate per source and one counter
+per distinct timestamp in the window, so memory follows open sessions, sources and the
+window's length, never the size of the log.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+# Open session record: [start, source, last_evidence, tentative_end]
+_START, _SOURCE, _LAST, _TENTATIVE = 0, 1, 2, 3
+
+# Source aggregate record: [sessions, longest, open, count_ge(threshold_0), ...]
+SESSIONS, LONGEST, OPEN, FIRST_COUNT = 0, 1, 2, 3
+
+
+class SessionBook:
+    """Sessions of one analysis window ending at `now`.
+
+    A session counts when any part of it lies in [window_start, now]. Its duration is its
+    whole length, or its age at `now` when it is still open. `thresholds` are the distinct
+    `min_duration` values of the rules; each source keeps how many of its sessions lasted at
+    least each of them.
+    """
+
+    def __init__(self, *, window_start: float, now: float, thresholds: Sequence[float]):
+        self.window_start = window_start
+        self.now = now
+        self.thresholds = tuple(thresholds)
+        self.open_sessions: dict[Hashable, list] = {}
+        self.sources: dict[str, list] = {}
+        self.deltas: dict[float, int] = {}
+        self.counts = {
+            "sessions": 0,
+            "open_sessions": 0,
+            "anonymous_sessions": 0,
+            "ended_unknown": 0,
+            "start_unknown": 0,
+        }
+        self._data_start: float | None = None
+
+    def begin_stream(self, first_time: float | None) -> None:
+        """Note where a stream of lines begins: sessions ended without a seen start began
+        at or before it."""
+        if first_time is not None and (self._data_start is None or first_time < self._data_start):
+            self._data_start = first_time
+
+    def connect(self, key: Hashable, when: float, source: str | None) -> None:
+        previous = self.open_sessions.get(key)
+        if previous is not None:
+            # The pid logged a new connect before the old session's disconnect: the old
+            # session ended somewhere after the last line we saw from it, but not later.
+            self.counts["ended_unknown"] += 1
+            end = previous[_TENTATIVE] if previous[_TENTATIVE] is not None else previous[_LAST]
+            self._complete(previous[_START], end, previous[_SOURCE])
+        self.open_sessions[key] = [when, source, when, None]
+
+    def evidence(self, key: Hashable, when: float, *, ending: bool = False) -> None:
+        """A line of an open session; `ending` lines (lost connection, timeout, too many
+        errors) mark where the session ends if its disconnect never comes."""
+        session = self.open_sessions.get(key)
+        if session is None:
+            return
+        session[_LAST] = when
+        if ending and session[_TENTATIVE] is None:
+            session[_TENTATIVE] = when
+
+    def disconnect(self, key: Hashable, when: float, source: str | None) -> None:
+        session = self.open_sessions.pop(key, None)
+        if session is None:
+            # Its connect lies before the first line read: it lasted at least from there.
+            if self._data_start is None:
+                return
+            self.counts["start_unknown"] += 1
+            self._complete(min(self._data_start, when), when, source)
+            return
+        self._complete(session[_START], when, session[_SOURCE])
+
+    def finish(self) -> None:
+        """Count the sessions still open at `now` with their age."""
+        for start, source, _last, _tentative in self.open_sessions.values():
+            self.counts["open_sessions"] += 1
+            self._complete(start, self.now, source, still_open=True)
+        self.open_sessions.clear()
+
+    def _complete(
+        self, start: float, end: float, source: str | None, *, still_open: bool = False
+    ) -> None:
+        if end < self.window_start:
+            return
+        if end < start:
+            end = start
+        begin = start if start > self.window_start else self.window_start
+        deltas = self.deltas
+        deltas[begin] = deltas.get(begin, 0) + 1
+        if not still_open:
+            deltas[end] = deltas.get(end, 0) - 1
+        self.counts["sessions"] += 1
+
+        if source is None:
+            self.counts["anonymous_sessions"] += 1
+            return
+        aggregate = self.sources.get(source)
+        if aggregate is None:
+            aggregate = self.sources[source] = [0, 0.0, 0] + [0] * len(self.thresholds)
+        duration = end - start
+        aggregate[SESSIONS] += 1
+        if duration > aggregate[LONGEST]:
+            aggregate[LONGEST] = duration
+        if still_open:
+            aggregate[OPEN] += 1
+        for index, threshold in enumerate(self.thresholds):
+            if duration >= threshold:
+                aggregate[FIRST_COUNT + index] += 1

@@ -1,0 +1,339 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: flood_analyze
+short_description: Measure SMTP session occupancy and select flooding sources from gateway logs
+description:
+  - Reads the mail gateway's logs, pairs each SMTP session from its connect to its
+    disconnect, measures session occupancy (concurrent sessions divided by the gateway's
+    capacity) over a window ending at O(now), and, when occupancy is above
+    O(trigger_occupancy) or O(force) is set, selects the sources that match the rules.
+  - A source matches a rule when at least C(min_sessions) of its sessions in the window
+    lasted C(min_duration) seconds or more and its risk is at least C(min_risk) percent.
+    The defaults are the three conditions of the source paper (July 2016).
+  - The module only reads; it runs the same in check mode.
+version_added: 0.1.0
+author:
+  - campusnet network operations
+options:
+  paths:
+    description:
+      - Log files or glob patterns. C(.gz) files are read transparently.
+      - A rotated family (C(mail.log.2.gz), C(mail.log.1), C(mail.log), or Postfix's dated
+        C(mail.log.20261203-161500.gz)) is read oldest first and sessions continue across
+        its files.
+      - A missing file or a pattern that matches nothing fails the task, naming it.
+    type: list
+    elements: str
+    required: true
+  format:
+    description: Log format. V(auto) recognises it from the first lines of the files.
+    type: str
+    default: auto
+    choices: [auto, postfix]
+  capacity:
+    description: The gateway's maximum number of concurrent SMTP sessions.
+    type: int
+    required: true
+  window:
+    description:
+      - Length of the analysed window ending at O(now), in seconds or as a number with
+        V(s), V(m), V(h) or V(d).
+    type: raw
+    default: 30m
+  now:
+    description:
+      - ISO 8601 time of the check. Default is the newest timestamp in the logs, so replaying
+        old logs needs no flag. Lines after O(now) are ignored.
+    type: str
+  year:
+    description:
+      - Year of timestamps that carry none. Default is inferred, from O(now) when given (the
+        year that puts a line nearest to it) or else from each file's modification time
+        (a December line in a file written in January is last year's).
+    type: int
+  timezone:
+    description: IANA time zone of timestamps that carry no offset. Default is the controller's.
+    type: str
+  trigger_occupancy:
+    description: Occupancy in percent above which candidates are selected.
+    type: float
+    default: 20
+  alert_occupancy:
+    description: Occupancy in percent above which RV(alert) is set.
+    type: float
+    default: 40
+  force:
+    description: Select candidates whatever the occupancy (emergency runs).
+    type: bool
+    default: false
+  rules:
+    description:
+      - Selection rules, applied in list order; a candidate's RV(candidates[].rule) is the
+        first that it matches.
+      - Default is the paper's three; C(cond1) 20 s, 40 sessions, 95%; C(cond2) 200 s,
+        1 session, 95%; C(cond3) 0 s, 300 sessions, 0%.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name reported for sources that match.
+        type: str
+        required: true
+      min_duration:
+        description: Seconds (or a number with s, m, h, d) a session must last to count.
+        type: raw
+        default: 0
+      min_sessions:
+        description: How many such sessions a source needs, at least 1.
+        type: int
+        default: 1
+      min_risk:
+        description: Risk in percent the source needs.
+        type: float
+        default: 0
+  risk_source:
+    description:
+      - Where risk scores come from. V(log) uses what the log carries (Postfix postscreen's
+        C(DNSBL rank N), mapped with O(postscreen_threshold)); V(file) reads O(risk_file);
+        V(dnsbl) queries O(dnsbl_zones) for the sources that already satisfy a rule's
+        session part; V(none) gives every source O(unknown_risk).
+    type: str
+    default: log
+    choices: [log, file, dnsbl, none]
+  risk_file:
+    description: CSV file of C(ip,risk) lines for O(risk_source=file).
+    type: path
+  unknown_risk:
+    description: Risk in percent of a source that has no score.
+    type: float
+    default: 0
+  postscreen_threshold:
+    description:
+      - The site's C(postscreen_dnsbl_threshold). A postscreen DNSBL rank equal to it maps to
+        a risk of 95%, proportionally below and above, at most 100%.
+    type: int
+    default: 1
+  dnsbl_zones:
+    description: DNSBL zones for O(risk_source=dnsbl); risk is the sum of the weights of the
+      zones that list a source, at most 100.
+    type: list
+    elements: dict
+    suboptions:
+      zone:
+        description: Zone name, for example V(dnsbl.example.org).
+        type: str
+        required: true
+      weight:
+        description: Percent added when the zone lists the source.
+        type: float
+        default: 100
+  dnsbl_nameservers:
+    description: Name servers to ask for DNSBL look-ups; default is the system resolver.
+    type: list
+    elements: str
+  dnsbl_port:
+    description: Port of O(dnsbl_nameservers).
+    type: int
+    default: 53
+  dnsbl_timeout:
+    description: Seconds to wait for each DNSBL answer.
+    type: float
+    default: 2
+  report_path:
+    description: Also write the full per-source report as JSON there (written atomically).
+    type: path
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads logs; it behaves the same in check mode.
+  diff_mode:
+    support: none
+notes:
+  - Reads Postfix logs (smtpd sessions and postscreen DNSBL ranks) with syslog, Postfix
+    C(maillog_file) and RFC 3339 timestamps. Other gateway formats are planned.
+  - A session counts in the window when any part of it lies inside. Its duration is its
+    whole length, or its age at O(now) when it is still open. A session whose pid logs a new
+    connect before its disconnect ends at the last line seen from it.
+  - A session whose connect lies before the first line read is counted from that first line,
+    the least it can have lasted.
+  - Lines that cannot be parsed are counted in RV(stats.skipped) and reported as a warning;
+    they never stop the analysis.
+  - Run it on the log host itself for large logs and bring back only the result.
+"""
+
+EXAMPLES = r"""
+- name: Analyse the last 30 minutes of the gateway log
+  campusnet.smtpguard.flood_analyze:
+    paths:
+      - /var/log/mail.log*
+    capacity: 1000
+  register: analysis
+
+- name: Replay an old incident with stricter rules
+  campusnet.smtpguard.flood_analyze:
+    paths: [/srv/incidents/2016-05-12/mail.log.gz]
+    capacity: 1000
+    now: "2016-05-12T03:30:00+09:00"
+    timezone: Asia/Tokyo
+    window: 1h
+    force: true
+    rules:
+      - {name: cond1, min_duration: 20, min_sessions: 50, min_risk: 95}
+      - {name: cond2, min_duration: 300, min_sessions: 1, min_risk: 95}
+"""
+
+RETURN = r"""
+occupancy:
+  description: Session occupancy of the gateway.
+  returned: success
+  type: dict
+  sample:
+    capacity: 100
+    current_sessions: 32
+    current: 32.0
+    peak_sessions: 41
+    peak: 41.0
+    peak_at: "2026-12-03T16:20:11+00:00"
+    mean_sessions: 18.2
+    mean: 18.2
+triggered:
+  description: Current occupancy is above O(trigger_occupancy), or O(force) is set.
+  returned: success
+  type: bool
+alert:
+  description: Current occupancy is above O(alert_occupancy).
+  returned: success
+  type: bool
+forced:
+  description: O(force) was set.
+  returned: success
+  type: bool
+candidates:
+  description: Sources that match a rule, most qualifying sessions first; empty unless triggered.
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - {ip: 203.0.113.9, rule: cond1, rules: [cond1], sessions: 42, qualifying_sessions: 42,
+       longest_session: 40, open_sessions: 1, risk: 96.0, risk_known: true}
+rules:
+  description: The rules that were applied.
+  returned: success
+  type: list
+  elements: dict
+stats:
+  description:
+    - Counts of the run. C(lines) = C(parsed) + C(ignored) + C(skipped) + C(after_now);
+      C(matching_sources) counts sources that match a rule even when not triggered.
+  returned: success
+  type: dict
+  sample:
+    lines: 120345
+    parsed: 40211
+    ignored: 80130
+    skipped: 4
+    after_now: 0
+    sessions: 20104
+    open_sessions: 32
+    distinct_ips: 812
+    window_start: "2026-12-03T15:50:00+00:00"
+    window_end: "2026-12-03T16:20:00+00:00"
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._analyze import (
+    FORMATS,
+    AnalysisError,
+    Settings,
+    analyze,
+)
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._risk import RISK_SOURCES
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._rules import RuleError
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps import TimestampError
+
+ARGUMENT_SPEC = dict(
+    paths=dict(type="list", elements="str", required=True),
+    format=dict(type="str", default="auto", choices=list(FORMATS)),
+    capacity=dict(type="int", required=True),
+    window=dict(type="raw", default="30m"),
+    now=dict(type="str"),
+    year=dict(type="int"),
+    timezone=dict(type="str"),
+    trigger_occupancy=dict(type="float", default=20.0),
+    alert_occupancy=dict(type="float", default=40.0),
+    force=dict(type="bool", default=False),
+    rules=dict(
+        type="list",
+        elements="dict",
+        options=dict(
+            name=dict(type="str", required=True),
+            min_duration=dict(type="raw", default=0),
+            min_sessions=dict(type="int", default=1),
+            min_risk=dict(type="float", default=0.0),
+        ),
+    ),
+    risk_source=dict(type="str", default="log", choices=list(RISK_SOURCES)),
+    risk_file=dict(type="path"),
+    unknown_risk=dict(type="float", default=0.0),
+    postscreen_threshold=dict(type="int", default=1),
+    dnsbl_zones=dict(
+        type="list",
+        elements="dict",
+        options=dict(zone=dict(type="str", required=True), weight=dict(type="float", default=100.0)),
+    ),
+    dnsbl_nameservers=dict(type="list", elements="str"),
+    dnsbl_port=dict(type="int", default=53),
+    dnsbl_timeout=dict(type="float", default=2.0),
+    report_path=dict(type="path"),
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        required_if=[("risk_source", "file", ("risk_file",)), ("risk_source", "dnsbl", ("dnsbl_zones",))],
+        supports_check_mode=True,
+    )
+    params = module.params
+    settings = Settings(
+        paths=params["paths"],
+        capacity=params["capacity"],
+        format=params["format"],
+        window=params["window"],
+        now=params["now"],
+        year=params["year"],
+        timezone=params["timezone"],
+        trigger_occupancy=params["trigger_occupancy"],
+        alert_occupancy=params["alert_occupancy"],
+        force=params["force"],
+        rules=params["rules"],
+        risk_source=params["risk_source"],
+        risk_file=params["risk_file"],
+        unknown_risk=params["unknown_risk"],
+        postscreen_threshold=params["postscreen_threshold"],
+        dnsbl={
+            "zones": params["dnsbl_zones"],
+            "nameservers": params["dnsbl_nameservers"],
+            "port": params["dnsbl_port"],
+            "timeout": params["dnsbl_timeout"],
+        },
+        report_path=params["report_path"],
+    )
+
+    try:
+        result = analyze(settings, warn=module.warn)
+    except (AnalysisError, RuleError, TimestampError) as exc:
+        module.fail_json(msg=str(exc))
+
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
