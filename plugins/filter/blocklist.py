@@ -1,0 +1,125 @@
+# Copyright: campusnet network operations
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters that let only canonical addresses and networks into device templates.
+
+Every device template calls `blocklist_networks` on its input, so a wrong variable, a PTR
+name or a HELO string fails the render instead of reaching a firewall.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import (
+    IPNetwork,
+    parse_network,
+    sort_key,
+)
+
+# Everything an IPv4 or IPv6 address or network in CIDR form can contain; a newline, a space,
+# a semicolon, a brace or a letter beyond a-f is refused before ipaddress even sees it.
+_NETWORK_CHARACTERS = re.compile(r"[0-9A-Fa-f.:/]+")
+
+
+def _network(item: object) -> IPNetwork:
+    if not isinstance(item, str) or not _NETWORK_CHARACTERS.fullmatch(item):
+        raise AnsibleFilterError(f"block list entry {item!r} is not an IP address or network")
+    try:
+        return parse_network(item)
+    except ValueError as exc:
+        raise AnsibleFilterError(f"block list entry {item!r} is refused: {exc}") from None
+
+
+def _text(network: IPNetwork) -> str:
+    """CIDR text, a single host as the bare address."""
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return str(network)
+
+
+def _items(entries: object, *, name: str) -> Iterable[object]:
+    if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Iterable):
+        raise AnsibleFilterError(
+            f"{name} expects a list of addresses and networks, not {type(entries).__name__}"
+        )
+    return entries
+
+
+def _collapse(networks: Iterable[IPNetwork]) -> list[IPNetwork]:
+    """Merge neighbours and covered networks, one address family at a time."""
+    items = list(networks)
+    v4 = [n for n in items if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in items if isinstance(n, ipaddress.IPv6Network)]
+    return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
+
+
+def blocklist_networks(entries: object, collapse: bool = False) -> list[str]:
+    """Canonical, sorted, de-duplicated network texts; `collapse` merges neighbours."""
+    networks = {_network(item) for item in _items(entries, name="blocklist_networks")}
+    if collapse:
+        networks = set(_collapse(networks))
+    return [_text(network) for network in sorted(networks, key=sort_key)]
+
+
+def blocklist_family(entries: object, version: int | str) -> list[str]:
+    """Only the IPv4 (`4`) or only the IPv6 (`6`) entries, canonical and sorted."""
+    if str(version) not in ("4", "6"):
+        raise AnsibleFilterError(f"blocklist_family takes 4 or 6, not {version!r}")
+    networks = {_network(item) for item in _items(entries, name="blocklist_family")}
+    kept = (network for network in networks if network.version == int(version))
+    return [_text(network) for network in sorted(kept, key=sort_key)]
+
+
+def nft_set_networks(listing: object) -> list[str]:
+    """The elements of one set in `nft -j list set` output, collapsed to networks.
+
+    nft returns single addresses, prefixes and, with auto-merge, ranges; comparing a device's
+    set with the desired list is only meaningful after both are collapsed.
+    """
+    if isinstance(listing, str):
+        try:
+            listing = json.loads(listing)
+        except ValueError as exc:
+            raise AnsibleFilterError(f"nft_set_networks: nft output is not JSON: {exc}") from None
+    if not isinstance(listing, Mapping) or not isinstance(listing.get("nftables"), list):
+        raise AnsibleFilterError("nft_set_networks expects the output of `nft -j list set`")
+
+    networks: list[IPNetwork] = []
+    for item in listing["nftables"]:
+        if isinstance(item, Mapping) and isinstance(item.get("set"), Mapping):
+            for element in item["set"].get("elem", ()):
+                networks.extend(_element_networks(element))
+    return [_text(network) for network in sorted(_collapse(networks), key=sort_key)]
+
+
+def _element_networks(element: object) -> list[IPNetwork]:
+    if isinstance(element, Mapping) and "elem" in element:
+        element = element["elem"].get("val") if isinstance(element["elem"], Mapping) else None
+    if isinstance(element, str):
+        return [_network(element)]
+    if isinstance(element, Mapping) and isinstance(element.get("prefix"), Mapping):
+        prefix = element["prefix"]
+        return [_network(f"{prefix.get('addr')}/{prefix.get('len')}")]
+    if isinstance(element, Mapping) and isinstance(element.get("range"), list):
+        first, last = (_network(part).network_address for part in element["range"])
+        try:
+            return list(ipaddress.summarize_address_range(first, last))
+        except (TypeError, ValueError) as exc:
+            raise AnsibleFilterError(f"nft_set_networks: bad range {element!r}: {exc}") from None
+    raise AnsibleFilterError(f"nft_set_networks: unknown set element {element!r}")
+
+
+class FilterModule:
+    """Block list filters of campusnet.smtpguard."""
+
+    def filters(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "blocklist_networks": blocklist_networks,
+            "blocklist_family": blocklist_family,
+            "nft_set_networks": nft_set_networks,
+        }

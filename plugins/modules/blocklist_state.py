@@ -1,0 +1,371 @@
+#!/usr/bin/python
+# Copyright: campusnet network operations
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible face of the block list state; the work is done in module_utils/_state.py."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: blocklist_state
+short_description: Keep the block list state on the controller, with TTL, snapshots and rollback
+version_added: 0.1.0
+description:
+  - Keeps the block list of the SMTP flood cycle in a state directory on the controller
+    (C(state.json), C(snapshots/NNNNNN.json), C(state.lock)).
+  - O(action=plan) decides the next block list from the sparing module's C(block) list
+    without writing anything; O(action=commit) records a plan once the push succeeded.
+  - O(action=rollback) and O(action=unblock) return plans of the same shape; commit them the
+    same way. O(action=show) summarises the state; O(action=rebuild) restores C(state.json)
+    from the newest snapshot.
+  - Every address is validated again with the collection's address helpers; names and other
+    text never enter the block list.
+options:
+  state_dir:
+    description:
+      - Directory holding the block list state. Created with mode C(0700) by the first
+        commit (not in check mode).
+    type: path
+    required: true
+  action:
+    description:
+      - V(plan) decides the next block list (read-only).
+      - V(commit) writes a plan returned by V(plan), V(rollback) or V(unblock).
+      - V(rollback) plans a return to the block list of O(snapshot) (read-only).
+      - V(unblock) plans the removal of O(address) and returns the allowlist entry
+        (read-only).
+      - V(show) summarises the state (read-only).
+      - V(rebuild) rewrites C(state.json) from the newest snapshot.
+    type: str
+    required: true
+    choices: [plan, commit, rollback, unblock, show, rebuild]
+  candidates:
+    description:
+      - The C(block) list of the sparing module, for O(action=plan). Each item is a dict
+        with at least C(ip), C(rule), C(rules) and C(reason); C(ptr), C(sessions),
+        C(qualifying_sessions), C(longest_session), C(open_sessions) and C(risk) are kept as
+        evidence when present.
+      - An item whose C(ip) is not an IPv4 or IPv6 address fails the task, naming the item.
+    type: list
+    elements: dict
+    default: []
+  ttl:
+    description:
+      - How long a new or renewed entry stays blocked. Seconds, or a number with C(s), C(m),
+        C(h) or C(d).
+    type: raw
+    default: 24h
+  max_new:
+    description:
+      - Most new entries one O(action=plan) adds. When more sources qualify, those with the
+        most qualifying sessions, then the highest risk, then the most sessions are kept; the
+        others are returned in RV(capped) and named in a warning.
+    type: int
+    default: 1000
+  never_block:
+    description:
+      - Networks never to block (the gateway's own ranges, partners). Entries inside are
+        removed with reason C(never-block); candidates inside are returned in RV(refused).
+      - Applies to O(action=plan) and O(action=rollback).
+    type: list
+    elements: str
+    default: []
+  now:
+    description:
+      - ISO 8601 time of the decision. A time without zone is taken as UTC.
+      - The playbooks pass the end of the analysis window, which makes replaying the same
+        logs idempotent. Defaults to the current time.
+    type: str
+  plan:
+    description:
+      - For O(action=commit), the RV(plan) returned by O(action=plan), O(action=rollback) or
+        O(action=unblock).
+    type: dict
+  snapshot:
+    description:
+      - For O(action=rollback), the snapshot number to return to. Defaults to the newest
+        snapshot before the current one.
+    type: int
+  address:
+    description:
+      - For O(action=unblock), the address or network to remove from the block list. Every
+        entry inside a network is removed.
+    type: str
+  reason:
+    description:
+      - For O(action=unblock), why the source is allowed; kept in the allowlist entry.
+    type: str
+  expires:
+    description:
+      - For O(action=unblock), when the allowlist entry ends; an ISO 8601 time or a duration
+        from O(now) such as V(7d). Omit for an allowlist entry without end.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    description: >-
+      V(plan), V(rollback), V(unblock) and V(show) never write. In check mode V(commit) and
+      V(rebuild) report what they would write and write nothing, not even the state
+      directory.
+  diff_mode:
+    support: full
+    description: >-
+      The diff lists the block list one address a line, before and after, so it shows exactly
+      the entries added and removed. Renewals change no line; they are listed in RV(renewed).
+notes:
+  - Two runs may overlap; reads take a shared and writes an exclusive C(fcntl) lock on
+    C(state.lock). A commit whose plan was made on an older generation fails and asks to
+    rerun the cycle, so no decision is silently overwritten.
+  - A snapshot is written only when the pushed block list differs from the last snapshot;
+    committing a rollback plan therefore records a new snapshot.
+  - A rollback restores the entries of the snapshot as they were, including expiry times
+    already past; the next O(action=plan) removes those as expired.
+  - O(action=rebuild) sets the generation past anything recorded in the snapshot and the
+    damaged state, but plans made before the damage should be discarded all the same.
+  - Runs on the controller; use it with C(delegate_to=localhost) and C(run_once=true).
+author:
+  - campusnet network operations
+"""
+
+EXAMPLES = r"""
+- name: Plan the next block list from the spared candidates
+  campusnet.smtpguard.blocklist_state:
+    state_dir: "{{ smtpguard_state_dir }}"
+    action: plan
+    candidates: "{{ spared.block }}"
+    ttl: 24h
+    never_block: [192.0.2.0/24, "2001:db8:25::/48"]
+    now: "{{ analysis.stats.window_end }}"
+  delegate_to: localhost
+  run_once: true
+  register: planned
+
+- name: Record the block list once the push succeeded
+  campusnet.smtpguard.blocklist_state:
+    state_dir: "{{ smtpguard_state_dir }}"
+    action: commit
+    plan: "{{ planned.plan }}"
+  delegate_to: localhost
+  run_once: true
+
+- name: Plan a return to snapshot 12
+  campusnet.smtpguard.blocklist_state:
+    state_dir: "{{ smtpguard_state_dir }}"
+    action: rollback
+    snapshot: 12
+  delegate_to: localhost
+  run_once: true
+  register: rolled_back
+
+- name: Plan the unblocking of a partner's relay
+  campusnet.smtpguard.blocklist_state:
+    state_dir: "{{ smtpguard_state_dir }}"
+    action: unblock
+    address: 198.51.100.25
+    reason: partner relay, ticket 4711
+    expires: 30d
+  delegate_to: localhost
+  run_once: true
+  register: unblocked
+
+- name: Restore state.json from the newest snapshot after losing it
+  campusnet.smtpguard.blocklist_state:
+    state_dir: "{{ smtpguard_state_dir }}"
+    action: rebuild
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+blocklist:
+  description: The block list, IPv4 before IPv6, numerically. After a plan, the planned list.
+  returned: always
+  type: list
+  elements: str
+  sample: [192.0.2.7, 203.0.113.9, "2001:db8::25"]
+added:
+  description: Entries a plan adds, each with C(ip), C(rule), C(reason) and C(expires).
+  returned: action is plan, rollback or unblock
+  type: list
+  elements: dict
+removed:
+  description:
+    - Entries a plan removes, each with C(ip), C(reason) (V(expired), V(never-block),
+      V(unblocked) or V(rollback)) and C(detail) (expiry time, network, operator's reason or
+      snapshot).
+  returned: action is plan, rollback or unblock
+  type: list
+  elements: dict
+renewed:
+  description: Entries already blocked that matched again, with their new C(expires).
+  returned: action is plan, rollback or unblock
+  type: list
+  elements: dict
+capped:
+  description:
+    - New sources left out because of O(max_new), with C(ip), C(rule),
+      C(qualifying_sessions), C(risk) and C(sessions).
+  returned: action is plan, rollback or unblock
+  type: list
+  elements: dict
+refused:
+  description: Candidates (or snapshot entries) inside O(never_block), with the network.
+  returned: action is plan, rollback or unblock
+  type: list
+  elements: dict
+counts:
+  description: Number of items in RV(blocklist), RV(added), RV(removed), RV(renewed),
+    RV(capped) and RV(refused).
+  returned: action is plan, rollback or unblock
+  type: dict
+  sample: {blocklist: 42, added: 3, removed: 1, renewed: 5, capped: 0, refused: 0}
+generation:
+  description:
+    - Generation of the state. For a plan, the generation it is based on; after a commit or
+      rebuild, the generation written (or that would be written in check mode).
+  returned: always
+  type: int
+snapshot:
+  description:
+    - Number of the last pushed snapshot. For a plan, the one it is based on; after a
+      commit, the snapshot recorded (or that would be recorded in check mode).
+  returned: always
+  type: int
+plan:
+  description:
+    - Everything O(action=commit) needs - C(version), C(action), C(based_on_generation),
+      C(based_on_snapshot), C(next_snapshot) (the number the block list gets when committed),
+      C(now), C(blocklist) and C(entries).
+  returned: action is plan, rollback or unblock
+  type: dict
+rollback_to:
+  description: The snapshot a rollback plan returns to.
+  returned: action is rollback
+  type: int
+unblocked:
+  description: The allowlist entry for the playbook to add - C(address), C(reason), C(expires).
+  returned: action is unblock
+  type: dict
+  sample: {address: 198.51.100.25, reason: partner relay, expires: "2024-06-01T10:30:00Z"}
+state_file:
+  description: Path of C(state.json).
+  returned: always
+  type: str
+snapshot_file:
+  description: Snapshot file a commit wrote (or would write in check mode), else null.
+  returned: action is commit
+  type: str
+action:
+  description: The action of the committed plan.
+  returned: action is commit
+  type: str
+count:
+  description: Number of entries in the block list.
+  returned: action is commit, show or rebuild
+  type: int
+snapshots:
+  description: Numbers of the snapshots on disk, oldest first.
+  returned: action is show
+  type: list
+  elements: int
+exists:
+  description: Whether C(state.json) exists.
+  returned: action is show
+  type: bool
+next_expiry:
+  description: Earliest expiry among the entries, or null.
+  returned: action is show
+  type: str
+rebuilt_from:
+  description: The snapshot file C(state.json) was rebuilt from.
+  returned: action is rebuild
+  type: str
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._state import (
+    BlockListState,
+    StateError,
+    parse_time,
+    utc_now,
+)
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "state_dir": {"type": "path", "required": True},
+    "action": {
+        "type": "str",
+        "required": True,
+        "choices": ["plan", "commit", "rollback", "unblock", "show", "rebuild"],
+    },
+    "candidates": {"type": "list", "elements": "dict", "default": []},
+    "ttl": {"type": "raw", "default": "24h"},
+    "max_new": {"type": "int", "default": 1000},
+    "never_block": {"type": "list", "elements": "str", "default": []},
+    "now": {"type": "str"},
+    "plan": {"type": "dict"},
+    "snapshot": {"type": "int"},
+    "address": {"type": "str"},
+    "reason": {"type": "str"},
+    "expires": {"type": "str"},
+}
+
+REQUIRED_IF = [
+    ("action", "commit", ("plan",)),
+    ("action", "unblock", ("address", "reason")),
+]
+
+
+def run(params: dict[str, Any], *, write: bool, warn: Any) -> dict[str, Any]:
+    """Carry out one action; `write` is false in check mode."""
+    blocklist = BlockListState(params["state_dir"])
+    action = params["action"]
+
+    if action == "commit":
+        return blocklist.commit(params["plan"], write=write)
+    if action == "show":
+        return blocklist.show()
+    if action == "rebuild":
+        return blocklist.rebuild(write=write)
+
+    now = parse_time(params["now"], what="now") if params["now"] else utc_now()
+    if action == "plan":
+        plan = blocklist.plan(
+            candidates=params["candidates"],
+            ttl=params["ttl"],
+            max_new=params["max_new"],
+            never_block=params["never_block"],
+            now=now,
+        )
+    elif action == "rollback":
+        plan = blocklist.rollback(
+            snapshot=params["snapshot"], never_block=params["never_block"], now=now
+        )
+    else:
+        plan = blocklist.unblock(
+            address=params["address"], reason=params["reason"], expires=params["expires"], now=now
+        )
+
+    for warning in plan.warnings:
+        warn(warning)
+    return plan.result(state_file=blocklist.store.state_file)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC, required_if=REQUIRED_IF, supports_check_mode=True
+    )
+    write = not module.check_mode
+
+    try:
+        result = run(module.params, write=write, warn=module.warn)
+    except (StateError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
