@@ -109,16 +109,20 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
                        addresses=addresses, warn=warn)
     book.finish()
 
+    # Logs that begin inside the window say nothing about the time before them.
+    covered_start = max(window_start, min(book.data_start or window_start, now))
     occupancy = sweep(
         book.deltas,
-        start=window_start,
+        start=covered_start,
         end=now,
         current_sessions=book.counts["open_sessions"],
         capacity=settings.capacity,
     )
     occupancy["peak_at"] = format_epoch(occupancy["peak_at"], zone=zone)
-    triggered = occupancy["current"] > settings.trigger_occupancy or settings.force
-    alert = occupancy["current"] > settings.alert_occupancy
+    # Compared on exact counts: the rounded percentage could hide 20.001% as 20.0%.
+    current = 100.0 * book.counts["open_sessions"]
+    triggered = current > settings.trigger_occupancy * settings.capacity or settings.force
+    alert = current > settings.alert_occupancy * settings.capacity
 
     risks = _risks(settings, book, rules, ranks=ranks, warn=warn)
     matches = _match(book, rules, risks, unknown_risk=settings.unknown_risk)
@@ -141,6 +145,7 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
             "window_start": format_epoch(window_start, zone=zone),
             "window_end": format_epoch(now, zone=zone),
             "window_seconds": window,
+            "covered_start": format_epoch(covered_start, zone=zone),
             "seconds": round(time.monotonic() - started, 3),
         },
     }
@@ -158,11 +163,15 @@ def _detect_format(families: list[LogFamily], requested: str) -> str:
         return requested
     for family in families:
         for log in family.files:
+            head: list[bytes] = []
             try:
                 with open_log(log.path) as handle:
-                    head = [line for _, line in zip(range(200), handle)]
-            except (OSError, EOFError) as exc:
-                raise AnalysisError(f"cannot read log file {log.path!r}: {exc}") from None
+                    for line in handle:
+                        head.append(line)
+                        if len(head) >= 200:
+                            break
+            except (OSError, EOFError):
+                pass  # a damaged file: judge by the lines before the damage; reading warns
             if _postfix.looks_like(head):
                 return "postfix"
     raise AnalysisError(

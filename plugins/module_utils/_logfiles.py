@@ -57,16 +57,24 @@ def expand_paths(patterns: Iterable[str]) -> list[LogFamily]:
                 f"log file {pattern!r} does not exist; check the path and that the logs have "
                 "been fetched to this host"
             )
+        if glob.has_magic(pattern):
+            # A pattern such as /var/log/mail* may also match a directory (/var/log/mail/).
+            matches = [path for path in matches if not os.path.isdir(path)]
+            if not matches:
+                raise LogFileError(
+                    f"the pattern {pattern!r} matches only directories; give a pattern that "
+                    "matches the log files, such as a/directory/mail.log*"
+                )
         for path in matches:
             real = os.path.realpath(path)
             if real in seen:
                 continue
             seen.add(real)
-            files.append(_stat(path, explicit=not glob.has_magic(pattern)))
+            files.append(_stat(path))
     return _families(files)
 
 
-def _stat(path: str, *, explicit: bool) -> LogFile:
+def _stat(path: str) -> LogFile:
     if os.path.isdir(path):
         raise LogFileError(
             f"{path!r} is a directory; give the log file or a pattern such as {path}/mail.log*"
@@ -113,8 +121,9 @@ def open_log(path: str) -> BinaryIO:
     """Open a log for reading bytes; gzip is recognised by its magic number, not its name."""
     handle = open(path, "rb")
     if handle.read(2) == GZIP_MAGIC:
-        handle.seek(0)
-        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+        handle.close()
+        # gzip.open owns the file it opens and closes it with the reader.
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     handle.seek(0)
     return handle
 
@@ -124,11 +133,14 @@ def tail_lines(path: str, *, size: int = 65536) -> list[bytes]:
     with open_log(path) as handle:
         if isinstance(handle, gzip.GzipFile):
             last: list[bytes] = []
-            for line in handle:
-                last.append(line)
-                if len(last) > 256:
-                    del last[:128]
-            return last
+            try:
+                for line in handle:
+                    last.append(line)
+                    if len(last) > 256:
+                        del last[:128]
+            except (OSError, EOFError):
+                pass  # a truncated .gz: its newest readable lines are those before the damage
+            return [line.rstrip(b"\n") for line in last if line.strip()]
         handle.seek(0, os.SEEK_END)
         end = handle.tell()
         handle.seek(max(0, end - size))

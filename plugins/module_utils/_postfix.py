@@ -1,15 +1,17 @@
 """Postfix logs: the line shapes that open, end and score SMTP sessions.
 
-The reader works on bytes. A cheap substring test rejects lines that cannot be session
-events before anything is split, each distinct timestamp string is parsed once, and a
-session is keyed by host + program + pid, so that several gateways, instances
-(`postfix-out/smtpd`) and services (`postfix/submission/smtpd`) in one file stay apart.
+The reader works on bytes. A cheap substring test rejects lines of other programs before
+anything is split (every smtpd line counts: besides its events, it shows when its session was
+last alive), each distinct timestamp string is parsed once, and a session is keyed by
+host + program + pid, so that several gateways, instances (`postfix-out/smtpd`) and services
+(`postfix/submission/smtpd`) in one file stay apart.
 Only the peer address that Postfix itself wrote in `name[address]` after `connect from`
 ever becomes a source; text a client sent (HELO, commands) is never read.
 """
 
 from __future__ import annotations
 
+import re
 from typing import BinaryIO, Callable
 
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import (
@@ -30,10 +32,19 @@ SMTPD_SHAPES: tuple[tuple[bytes, str], ...] = (
 # postscreen shapes that carry a risk.
 POSTSCREEN_SHAPES: tuple[tuple[bytes, str], ...] = ((b"DNSBL rank ", RANK),)
 
-# Substrings that any line of interest contains; everything else is rejected unsplit.
+# Substrings that any line of interest contains; everything else is rejected unsplit. Every
+# smtpd line is of interest: besides its events it shows that its session was still alive.
+_MARK_SMTPD = b"smtpd["
+_MARK_RANK = b"DNSBL rank "
+# Substrings of the smtpd messages that can be events; other smtpd lines only show that their
+# session was alive.
 _MARK_CONNECT = b"connect from "
 _MARK_AFTER = b" after "
-_MARK_RANK = b"DNSBL rank "
+
+# "NOQUEUE", a short queue id (upper-case hex) or a long one (a base-52 alphabet without
+# vowels). A severity such as "warning" or "fatal" is not a queue id: what follows it may
+# quote a client.
+_QUEUE_ID = re.compile(rb"NOQUEUE|[0-9A-F]{6,20}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,24}")
 
 # First bytes of a plausible log line: a month name (syslog, maillog_file) or a digit
 # (RFC 3339). Anything else is junk and counts as skipped.
@@ -86,8 +97,10 @@ def split_line(line: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
 
 def strip_queue_id(message: bytes) -> bytes:
     """Drop a leading "NOQUEUE: " or "<queue id>: " (Postfix 3.10+ writes them on more lines)."""
-    colon = message.find(b": ")
-    if 0 < colon <= 20 and message[:colon].isalnum():
+    if message.startswith(b"NOQUEUE: "):
+        return message[9:]
+    colon = message.find(b": ", 0, 26)
+    if colon > 0 and _QUEUE_ID.fullmatch(message, 0, colon):
         return message[colon + 2 :]
     return message
 
@@ -126,75 +139,107 @@ def read_postfix(
 
     `ranks` collects the highest postscreen DNSBL rank per source; `addresses` caches the
     normalised form of each address text (None for `unknown` and for anything that is not
-    an address).
+    an address). `stats` is complete even when reading stops early (a truncated gzip).
     """
     now = book.now
     first: float | None = None
     plausible = _PLAUSIBLE_FIRST
+    evidence = book.evidence
+    # Counted in locals, which the hot loop updates much faster than attributes.
+    lines = parsed = ignored = skipped = after_now = 0
 
-    for line in handle:
-        stats.lines += 1
-        if _MARK_CONNECT in line or _MARK_AFTER in line or _MARK_RANK in line:
-            pass
-        elif line[:1] and line[0] in plausible and b": " in line:
-            stats.ignored += 1
-            continue
-        else:
-            stats.skipped += 1
-            continue
+    try:
+        for line in handle:
+            lines += 1
+            if _MARK_SMTPD not in line and _MARK_RANK not in line:
+                if first is None:
+                    first = _first_time(line, book=book, stamp_of=stamp_of)
+                if line[0] in plausible and b": " in line:
+                    ignored += 1
+                else:
+                    skipped += 1
+                continue
 
-        fields = split_line(line)
-        if fields is None:
-            stats.skipped += 1
-            continue
-        stamp, key, program, message = fields
-        when = stamp_of(stamp)
-        if when is None:
-            stats.skipped += 1
-            continue
-        if first is None:
-            first = when
-            book.begin_stream(when)
-        if when > now:
-            stats.after_now += 1
-            continue
+            fields = split_line(line)
+            if fields is None:
+                skipped += 1
+                continue
+            stamp, key, program, message = fields
+            when = stamp_of(stamp)
+            if when is None:
+                skipped += 1
+                continue
+            if first is None:
+                first = when
+                book.begin_stream(when)
+            if when > now:
+                after_now += 1
+                continue
 
-        if program.endswith(b"smtpd"):
-            event = classify(strip_queue_id(message), SMTPD_SHAPES)
-        elif program.endswith(b"postscreen"):
-            event = classify(message, POSTSCREEN_SHAPES)
-        else:
-            event = None
-        if event is None:
-            stats.ignored += 1
-            continue
-
-        kind, length = event
-        if kind == ENDING:
-            book.evidence(key, when, ending=True)
-            stats.parsed += 1
-            continue
-        if kind == RANK:
-            if _read_rank(strip_queue_id(message)[length:], ranks, addresses, stats):
-                stats.parsed += 1
+            if program.endswith(b"smtpd"):
+                if _MARK_CONNECT in message or _MARK_AFTER in message:
+                    body = strip_queue_id(message)
+                    event = classify(body, SMTPD_SHAPES)
+                else:
+                    event = None
+                if event is None:
+                    # Any other line of a session shows that it was still alive then.
+                    evidence(key, when)
+                    ignored += 1
+                    continue
+            elif program.endswith(b"postscreen"):
+                body = message
+                event = classify(body, POSTSCREEN_SHAPES)
+                if event is None:
+                    ignored += 1
+                    continue
             else:
-                stats.skipped += 1
-            continue
+                ignored += 1
+                continue
 
-        raw = peer_address(strip_queue_id(message)[length:])
-        if raw is None:
-            stats.skipped += 1
-            continue
-        source = addresses.get(raw, False)
-        if source is False:
-            source = _normalise(raw, addresses, stats)
-        if kind == CONNECT:
-            book.connect(key, when, source)
-        else:
-            book.disconnect(key, when, source)
-        stats.parsed += 1
+            kind, length = event
+            if kind == ENDING:
+                evidence(key, when, ending=True)
+                parsed += 1
+                continue
+            if kind == RANK:
+                if _read_rank(body[length:], ranks, addresses, stats):
+                    parsed += 1
+                else:
+                    skipped += 1
+                continue
+
+            raw = peer_address(body[length:])
+            if raw is None:
+                skipped += 1
+                continue
+            source = addresses.get(raw, False)
+            if source is False:
+                source = _normalise(raw, addresses, stats)
+            if kind == CONNECT:
+                book.connect(key, when, source)
+            else:
+                book.disconnect(key, when, source)
+            parsed += 1
+    finally:
+        stats.lines += lines
+        stats.parsed += parsed
+        stats.ignored += ignored
+        stats.skipped += skipped
+        stats.after_now += after_now
 
     return first
+
+
+def _first_time(
+    line: bytes, *, book: SessionBook, stamp_of: Callable[[bytes], float | None]
+) -> float | None:
+    """The time of a file's first readable line: where the stream of lines begins."""
+    fields = split_line(line)
+    when = stamp_of(fields[0]) if fields is not None else None
+    if when is not None:
+        book.begin_stream(when)
+    return when
 
 
 def _normalise(raw: bytes, addresses: dict[bytes, str | None], stats: Stats) -> str | None:

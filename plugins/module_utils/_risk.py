@@ -30,7 +30,7 @@ def read_risk_file(path: str) -> tuple[dict[str, float], int]:
     """
     try:
         with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8", errors="replace")
+            text = handle.read().decode("utf-8-sig", errors="replace")
     except OSError as exc:
         raise RiskError(f"cannot read risk_file {path!r}: {exc.strerror}") from None
 

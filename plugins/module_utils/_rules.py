@@ -52,7 +52,9 @@ def load_rules(items: Iterable[dict] | None) -> list[Rule]:
     for position, item in enumerate(items if items is not None else DEFAULT_RULES, start=1):
         label = f"rule {position}"
         if not isinstance(item, dict):
-            raise RuleError(f"{label} must be a mapping with name, min_duration, min_sessions, min_risk")
+            raise RuleError(
+                f"{label} must be a mapping with name, min_duration, min_sessions, min_risk"
+            )
         name = str(item.get("name") or f"rule{position}")
         label = f"rule {name!r}"
         if name in names:
@@ -65,9 +67,9 @@ def load_rules(items: Iterable[dict] | None) -> list[Rule]:
         sessions = _number(item.get("min_sessions", 1), label=f"{label} min_sessions", integer=True)
         risk = _number(item.get("min_risk", 0), label=f"{label} min_risk")
         if sessions < 1:
-            raise RuleError(f"{label} min_sessions must be at least 1, not {sessions}")
+            raise RuleError(f"{label} min_sessions must be at least 1, not {sessions:g}")
         if not 0 <= risk <= 100:
-            raise RuleError(f"{label} min_risk must be a percentage from 0 to 100, not {risk}")
+            raise RuleError(f"{label} min_risk must be a percentage from 0 to 100, not {risk:g}")
         rules.append(Rule(name, duration, int(sessions), risk))
     if not rules:
         raise RuleError("rules is empty; give at least one rule or leave it unset for the defaults")

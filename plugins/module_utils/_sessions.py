@@ -40,15 +40,22 @@ class SessionBook:
             "ended_unknown": 0,
             "start_unknown": 0,
         }
-        self._data_start: float | None = None
+        self._file_start: float | None = None
+        self._host_start: dict[Hashable, float] = {}
+        # The earliest time any log read covers: the mean occupancy is taken from there.
+        self.data_start: float | None = None
 
     def begin_stream(self, first_time: float | None) -> None:
-        """Note where a stream of lines begins: sessions ended without a seen start began
-        at or before it."""
-        if first_time is not None and (self._data_start is None or first_time < self._data_start):
-            self._data_start = first_time
+        """Note where the file being read begins (its first line with a readable time)."""
+        if first_time is not None:
+            self._file_start = first_time
+            if self.data_start is None or first_time < self.data_start:
+                self.data_start = first_time
 
     def connect(self, key: Hashable, when: float, source: str | None) -> None:
+        host = _host_of(key)
+        if host not in self._host_start and self._file_start is not None:
+            self._host_start[host] = self._file_start
         previous = self.open_sessions.get(key)
         if previous is not None:
             # The pid logged a new connect before the old session's disconnect: the old
@@ -71,11 +78,14 @@ class SessionBook:
     def disconnect(self, key: Hashable, when: float, source: str | None) -> None:
         session = self.open_sessions.pop(key, None)
         if session is None:
-            # Its connect lies before the first line read: it lasted at least from there.
-            if self._data_start is None:
+            # Its connect lies before the first line read of this host's log (the start of
+            # the file where the host first appeared): it lasted at least from there. Another
+            # gateway's log, read before or after, says nothing about it.
+            if self._file_start is None:
                 return
+            start = self._host_start.setdefault(_host_of(key), self._file_start)
             self.counts["start_unknown"] += 1
-            self._complete(min(self._data_start, when), when, source)
+            self._complete(min(start, when), when, source)
             return
         self._complete(session[_START], when, session[_SOURCE])
 
@@ -115,3 +125,12 @@ class SessionBook:
         for index, threshold in enumerate(self.thresholds):
             if duration >= threshold:
                 aggregate[FIRST_COUNT + index] += 1
+
+
+def _host_of(key: Hashable) -> Hashable:
+    """The gateway part of a session key: "mx1" of b"mx1 postfix/smtpd[123"."""
+    if isinstance(key, bytes):
+        return key.partition(b" ")[0] if b" " in key else b""
+    if isinstance(key, tuple) and key:
+        return key[0]
+    return None

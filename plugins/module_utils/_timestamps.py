@@ -6,6 +6,7 @@ because the year of a year-less timestamp depends on that file's reference time.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone as dt_timezone, tzinfo
 from typing import Optional
@@ -26,6 +27,10 @@ MONTHS = {
 
 # A clock that runs a little ahead of the controller must not push a line into the past year.
 FUTURE_SLACK = 86400.0
+
+# Lines come in time order, so only recent stamps repeat: a small cache catches nearly every
+# repeat, and its size stays the same however long the log.
+CACHE_LIMIT = 4096
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -48,6 +53,8 @@ def parse_duration(value: int | float | str, *, name: str = "duration") -> float
                 f"{name}: {value!r} is not a duration; use seconds or a number with s, m, h or d"
             )
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise TimestampError(f"{name}: {value!r} is not a finite duration")
     if seconds < 0:
         raise TimestampError(f"{name}: {value!r} is negative")
     return seconds
@@ -126,7 +133,7 @@ class TimestampParser:
         except KeyError:
             pass
         epoch = self._parse(stamp)
-        if len(self._cache) > 200_000:
+        if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
         self._cache[stamp] = epoch
         return epoch
@@ -137,6 +144,10 @@ class TimestampParser:
         return self._parse_syslog(stamp)
 
     def _parse_rfc3339(self, stamp: bytes) -> float | None:
+        # A date and a time ("2026-12-03T16:15:00..."); a bare date such as the first field of
+        # "2026-12-03 16:15:00 host ..." would put every line at midnight.
+        if len(stamp) < 19 or stamp[10:11] not in (b"T", b"t") or stamp[4:5] != b"-":
+            return None
         try:
             return parse_iso(stamp.decode("ascii"), zone=self.zone)
         except (TimestampError, UnicodeDecodeError):
@@ -192,6 +203,7 @@ def _wallclock() -> float:
 
 
 __all__ = [
+    "CACHE_LIMIT",
     "FUTURE_SLACK",
     "TimestampError",
     "TimestampParser",
