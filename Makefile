@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 LINK := .collections/ansible_collections/campusnet/smtpguard
 
-.PHONY: setup demo test unit integration lint clean
+.PHONY: setup demo test unit integration molecule lab clean
 
 setup: $(STAMP) $(LINK)
 
@@ -27,12 +27,21 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest -q tests/unit tests/integration
+	$(MAKE) --no-print-directory molecule
 
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
 integration: setup
 	$(BIN)/pytest -q tests/integration
+
+# molecule runs the demo scenario from the repository root (extensions/molecule/demo).
+molecule: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/molecule test -s demo
+
+# Root only: tests that build network namespaces and run real daemons.
+lab: setup
+	$(BIN)/pytest -q tests/lab
 
 clean:
 	rm -rf $(VENV) .collections demo-output .pytest_cache

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 out=demo-output
 mkdir -p "$out"
-zone=inventory/demo/files/dns.zone
+zone=demo/dns.zone
 pidfile="$out/dns.pid"
 portfile="$out/dns.port"
 rm -f "$pidfile" "$portfile"
