@@ -309,7 +309,10 @@ def block_reason(record: Mapping[str, Any]) -> str:
     rule = record.get("rule") or "selected"
     sessions = record.get("qualifying_sessions", record.get("sessions"))
     if record.get("min_duration") is not None:
-        what = f"{sessions} sessions of {_number(record['min_duration'])} s or more"
+        noun = "session" if sessions == 1 else "sessions"
+        what = f"{sessions} {noun} of {_number(record['min_duration'])} s or more"
+        if record.get("longest_session") is not None:
+            what += f" (longest {_number(record['longest_session'])} s)"
     else:
         what = (
             f"{sessions} qualifying sessions (longest {_number(record.get('longest_session'))} s)"

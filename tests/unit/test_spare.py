@@ -230,7 +230,21 @@ def test_reason_names_the_rule_duration_when_the_candidate_has_it(dns_server):
     result = spare_candidates(read_candidates([record]), settings=settings, warn=print)
 
     reason = result["block"][0]["reason"]
-    assert reason == "cond1: 42 sessions of 20 s or more, risk unknown; PTR lookup is off"
+    assert reason == (
+        "cond1: 42 sessions of 20 s or more (longest 40 s), risk unknown; PTR lookup is off"
+    )
+
+
+def test_reason_says_session_for_one_session(dns_server):
+    settings = read_settings(params(dns_server, ptr_lookup=False), now=NOW, warn=print)
+    record = {**CANDIDATE, "ip": "203.0.113.27", "rule": "cond2", "qualifying_sessions": 1,
+              "min_duration": 200, "longest_session": 236, "risk": 95}
+
+    result = spare_candidates(read_candidates([record]), settings=settings, warn=print)
+
+    assert result["block"][0]["reason"].startswith(
+        "cond2: 1 session of 200 s or more (longest 236 s), risk 95%"
+    )
 
 
 def test_stats_count_every_outcome(dns_server):
