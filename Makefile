@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 LINK := .collections/ansible_collections/campusnet/smtpguard
 
-.PHONY: setup demo test unit integration molecule lab clean
+.PHONY: setup demo test unit integration molecule lab lint clean
 
 setup: $(STAMP) $(LINK)
 
@@ -42,6 +42,13 @@ molecule: setup
 # Root only: tests that build network namespaces and run real daemons.
 lab: setup
 	$(BIN)/pytest -q tests/lab
+
+# ruff (width 100) on the Python, ansible-lint's production profile on the YAML.
+lint: setup
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-lint.txt
+	$(BIN)/ruff check plugins tests tools
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint --offline --profile production \
+		playbooks roles extensions/molecule inventory/demo
 
 clean:
 	rm -rf $(VENV) .collections demo-output .pytest_cache

@@ -25,7 +25,9 @@ def merge_candidates(analyses: Iterable[Any]) -> list[dict]:
         elif isinstance(analysis, list):
             candidates = analysis
         else:
-            raise AnsibleFilterError(f"merge_candidates expects analyses, got {type(analysis).__name__}")
+            raise AnsibleFilterError(
+                f"merge_candidates expects analyses, got {type(analysis).__name__}"
+            )
         for candidate in candidates:
             if not isinstance(candidate, dict) or "ip" not in candidate:
                 raise AnsibleFilterError(f"merge_candidates: {candidate!r} is not a candidate")

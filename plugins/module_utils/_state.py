@@ -61,7 +61,7 @@ class ConflictError(StateError):
 
 def utc_now() -> dt.datetime:
     """The current time, aware, in UTC."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def parse_time(value: object, *, what: str) -> dt.datetime:
@@ -77,13 +77,13 @@ def parse_time(value: object, *, what: str) -> dt.datetime:
             ) from None
 
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
 
 
 def format_time(moment: dt.datetime) -> str:
     """ISO 8601 in UTC with a `Z`, the form every time in the state files has."""
-    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_duration(value: object, *, what: str) -> int:

@@ -124,7 +124,9 @@ def test_blocks_exactly_the_answer(cycle, answer):
 
 def test_spares_exactly_the_answer(cycle, answer):
     spared = task_result(cycle["first"], "Spare domestic senders, partners and internal networks")
-    assert {entry["ip"] for entry in spared["spared"]} == {entry["ip"] for entry in answer["spared"]}
+    assert {entry["ip"] for entry in spared["spared"]} == {
+        entry["ip"] for entry in answer["spared"]
+    }
     assert all(entry["reason"] for entry in spared["spared"])
 
 
@@ -157,7 +159,9 @@ def test_occupancy_matches_the_answer(cycle, answer):
 
 
 def test_snapshot_recorded_once(cycle):
-    snapshots = sorted(name for name in cycle["after_second"] if name.startswith("state/snapshots/"))
+    snapshots = sorted(
+        name for name in cycle["after_second"] if name.startswith("state/snapshots/")
+    )
     assert len(snapshots) == 1
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._analyze import (
     Settings,
     analyze,
@@ -27,9 +26,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def sample(tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("sample")
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "sample" / "make_sample.py"), "--quick",
-         "--output", str(output)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "tools" / "sample" / "make_sample.py"),
+            "--quick",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return output / "sample"
@@ -42,13 +48,15 @@ def answer(sample) -> dict:
 
 @pytest.fixture(scope="module")
 def result(sample, answer) -> dict:
-    return analyze(Settings(
-        paths=[str(sample / "mail.log*")],
-        capacity=answer["capacity"],
-        timezone=answer["timezone"],
-        postscreen_threshold=answer["dnsbl_threshold"],
-        rules=answer["rules"],
-    ))
+    return analyze(
+        Settings(
+            paths=[str(sample / "mail.log*")],
+            capacity=answer["capacity"],
+            timezone=answer["timezone"],
+            postscreen_threshold=answer["dnsbl_threshold"],
+            rules=answer["rules"],
+        )
+    )
 
 
 def test_log_is_a_rotated_family_written_by_postfix(sample, result):

@@ -19,8 +19,6 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 import pytest
-from support.dns import MINIDNS_SCRIPT, Zone, dns_server_fixture, minidns
-
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._dns import (
     CONFIRMED,
     ERROR,
@@ -34,6 +32,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._dns import (
     make_resolver,
     parse_dnsbl_zones,
 )
+from support.dns import MINIDNS_SCRIPT, Zone, dns_server_fixture, minidns
 
 V6 = "2001:db8::25"
 V6_PTR = dns.reversename.from_address(V6).to_text()

@@ -12,8 +12,6 @@ from typing import Any
 
 import dns.reversename
 import pytest
-from support.dns import ROOT, dns_server_fixture
-
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._spare import (
     SpareError,
     read_candidates,
@@ -23,6 +21,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._spare import 
 from ansible_collections.campusnet.smtpguard.plugins.modules.spare_candidates import (
     ARGUMENT_SPEC,
 )
+from support.dns import ROOT, dns_server_fixture
 
 V6 = "2001:db8::25"
 
