@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from support.dns import dns_server_fixture
@@ -19,7 +21,8 @@ dns_server = dns_server_fixture(
             "40.113.0.203.dnsbl.example A 127.0.0.2",
             "41.113.0.203.dnsbl.example A 127.0.0.2",
             "40.113.0.203.weak.example A 127.0.0.3",
-            "d.a.b.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.dnsbl.example A 127.0.0.2",
+            ipaddress.ip_address(SLOW).reverse_pointer.replace("ip6.arpa", "dnsbl.example")
+            + " A 127.0.0.2",
         ]
     )
 )
