@@ -271,19 +271,26 @@ class Snapshot:
     created: str
     generation: int
     entries: dict[str, dict[str, Any]]
+    # What recorded it: a cycle's "plan", a "rollback" (restoring `restores`) or "unblock".
+    action: str = "plan"
+    restores: int | None = None
 
     @property
     def blocklist(self) -> list[str]:
         return sorted_addresses(self.entries)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "snapshot": self.number,
             "created": self.created,
             "generation": self.generation,
+            "action": self.action,
             "blocklist": self.blocklist,
             "entries": self.entries,
         }
+        if self.restores is not None:
+            data["restores"] = self.restores
+        return data
 
 
 # Files
@@ -353,7 +360,10 @@ class StateStore:
         return os.path.join(self.snapshot_dir, f"{number:06d}.json")
 
     def read_snapshot(self, number: int) -> Snapshot:
-        """One snapshot; a missing one names those that exist."""
+        """One snapshot; a missing one names those that exist. Snapshot 0 is the empty list
+        that was in force before the first push."""
+        if number == 0:
+            return Snapshot(0, "", 0, {}, action="initial")
         path = self.snapshot_path(number)
         try:
             with open(path, encoding="utf-8") as handle:
@@ -419,7 +429,15 @@ def _snapshot_from_json(data: object, *, number: int, source: str) -> Snapshot:
     if not isinstance(generation, int) or isinstance(generation, bool):
         raise ValueError(f"generation in {source} must be a number")
     entries = read_entries(data.get("entries"), source=source)
-    return Snapshot(number, str(data.get("created", "")), generation, entries)
+    restores = data.get("restores")
+    return Snapshot(
+        number,
+        str(data.get("created", "")),
+        generation,
+        entries,
+        action=str(data.get("action", "plan")),
+        restores=restores if isinstance(restores, int) and not isinstance(restores, bool) else None,
+    )
 
 
 # Plans
@@ -467,6 +485,7 @@ class Plan:
             "based_on_snapshot": self.base.snapshot,
             "next_snapshot": self.next_snapshot,
             "now": format_time(self.now),
+            "rollback_to": self.extra.get("rollback_to"),
             "blocklist": self.blocklist,
             "entries": self.entries,
         }
@@ -523,6 +542,7 @@ class PlannedState:
     action: str
     generation: int
     entries: dict[str, dict[str, Any]]
+    restores: int | None = None
 
     @property
     def blocklist(self) -> list[str]:
@@ -543,7 +563,10 @@ def read_plan(payload: object) -> PlannedState:
         entries = read_entries(payload.get("entries"), source="plan")
     except ValueError as exc:
         raise StateError(f"{exc}; {hint}") from None
-    return PlannedState(str(payload.get("action", "plan")), generation, entries)
+    restores = payload.get("rollback_to")
+    if not isinstance(restores, int) or isinstance(restores, bool):
+        restores = None
+    return PlannedState(str(payload.get("action", "plan")), generation, entries, restores)
 
 
 def _network_text(network: Any) -> str:
@@ -591,6 +614,62 @@ def _spare(plan: Plan, found: dict[str, dict[str, Any]], *, never_block: Network
             del found[ip]
             if ip not in plan.base.entries:
                 plan.refused.append({"ip": ip, "reason": "never-block", "detail": str(network)})
+
+
+def _allowlist(items: Sequence[object] | None, *, now: dt.datetime) -> list[tuple[Any, str]]:
+    """Allowlist networks in force at `now`: strings, or {network, reason, expires}."""
+    allowed = []
+    for item in items or ():
+        if isinstance(item, Mapping):
+            text, reason = item.get("network"), str(item.get("reason") or "allowlist")
+            if item.get("expires"):
+                if parse_time(item["expires"], what="allowlist expires") <= now:
+                    continue  # an expired allowlist entry no longer protects the source
+        else:
+            text, reason = item, "allowlist"
+        try:
+            allowed.append((parse_network(str(text)), reason))
+        except ValueError as exc:
+            raise StateError(f"allowlist: {exc}") from None
+    return allowed
+
+
+def _spared_sources(items: Sequence[object] | None) -> dict[str, str]:
+    """Sources the sparing step spared this cycle (domestic, partner), with the reason."""
+    spared = {}
+    for item in items or ():
+        if not isinstance(item, Mapping) or "ip" not in item:
+            raise StateError(f"spared: {_describe(item)} is not a spared source with an ip")
+        address = parse_address(str(item["ip"]))
+        if address is None:
+            raise StateError(f"spared: {item['ip']!r} is not an address")
+        spared[str(address)] = str(item.get("reason") or "spared")
+    return spared
+
+
+def _release(
+    plan: Plan,
+    found: dict[str, dict[str, Any]],
+    *,
+    spared: dict[str, str],
+    allowlist: list[tuple[Any, str]],
+) -> None:
+    """Take spared and allowlisted sources off the block list, even before their expiry."""
+    for ip in sorted_addresses(plan.entries):
+        address = parse_address(ip)
+        if ip in spared:
+            del plan.entries[ip]
+            plan.removed.append({"ip": ip, "reason": "spared", "detail": spared[ip]})
+            continue
+        for network, reason in allowlist:
+            if address in network:
+                del plan.entries[ip]
+                plan.removed.append({"ip": ip, "reason": "allowlist", "detail": reason})
+                break
+    for ip in list(found):
+        address = parse_address(ip)
+        if any(address in network for network, _ in allowlist):
+            del found[ip]
 
 
 def _renew(plan: Plan, found: dict[str, dict[str, Any]], *, ttl: dt.timedelta) -> set[str]:
@@ -685,8 +764,11 @@ class BlockListState:
         max_new: int,
         never_block: Sequence[str] | None,
         now: dt.datetime,
+        spared_sources: Sequence[object] | None = None,
+        allowlist: Sequence[object] | None = None,
     ) -> Plan:
         found = read_candidates(candidates)
+        allowed = _allowlist(allowlist, now=now)
         lifetime = dt.timedelta(seconds=parse_duration(ttl, what="ttl"))
         spared = _never_block(never_block)
         if max_new < 0:
@@ -697,6 +779,7 @@ class BlockListState:
         plan = self._new_plan("plan", current, dict(current.state.entries), now=now)
 
         _spare(plan, found, never_block=spared)
+        _release(plan, found, spared=_spared_sources(spared_sources), allowlist=allowed)
         matched = _renew(plan, found, ttl=lifetime)
         _expire(plan, keep=matched)
         _add(plan, found, ttl=lifetime, max_new=max_new)
@@ -843,16 +926,22 @@ class BlockListState:
         return Plan(action, current.state, current.pushed, current.last_snapshot, entries, now)
 
     def _previous(self, state: State) -> int:
-        """The newest snapshot before the current one."""
-        numbers = self.store.snapshot_numbers()
-        earlier = [number for number in numbers if number < state.snapshot]
-        if not earlier:
-            available = ", ".join(str(n) for n in numbers) or "none"
+        """The list in force before the newest push of a cycle.
+
+        When the current list was itself recorded by a rollback, the answer is the snapshot
+        that rollback restored, so repeating a rollback changes nothing instead of flipping
+        between two lists. Before the first push the list was empty: snapshot 0.
+        """
+        if state.snapshot == 0:
             raise StateError(
-                f"there is no snapshot before the current one ({state.snapshot}) in "
-                f"{self.store.snapshot_dir}; available: {available}"
+                f"no block list has been pushed yet ({self.store.state_file} names no "
+                "snapshot); nothing to roll back"
             )
-        return earlier[-1]
+        current = self.store.read_snapshot(state.snapshot)
+        if current.action == "rollback" and current.restores is not None:
+            return current.restores
+        earlier = [number for number in self.store.snapshot_numbers() if number < state.snapshot]
+        return earlier[-1] if earlier else 0
 
     def _decide(
         self, wanted: PlannedState, current: Current
@@ -873,7 +962,15 @@ class BlockListState:
         if not list_changes:
             return state, None
         created = format_time(utc_now())
-        return state, Snapshot(number, created, state.generation, wanted.entries)
+        snapshot = Snapshot(
+            number,
+            created,
+            state.generation,
+            wanted.entries,
+            action=wanted.action,
+            restores=wanted.restores,
+        )
+        return state, snapshot
 
     def _write(self, state: State, snapshot: Snapshot | None) -> None:
         """The snapshot first, so state.json never names a snapshot that is not on disk."""

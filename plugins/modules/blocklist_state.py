@@ -69,6 +69,23 @@ options:
     type: list
     elements: str
     default: []
+  spared:
+    description:
+      - For O(action=plan), the C(spared) list of the sparing step (each with C(ip) and
+        C(reason)). A spared source that is on the block list, for example one whose PTR
+        could not be checked during a DNS outage, is taken off with reason C(spared).
+    type: list
+    elements: dict
+    default: []
+  allowlist:
+    description:
+      - For O(action=plan), the partner allowlist, as network strings or
+        C({network, reason, expires}). Entries inside are taken off at once with reason
+        C(allowlist), instead of waiting for their expiry; expired allowlist entries count
+        no more.
+    type: list
+    elements: raw
+    default: []
   now:
     description:
       - ISO 8601 time of the decision. A time without zone is taken as UTC.
@@ -82,8 +99,10 @@ options:
     type: dict
   snapshot:
     description:
-      - For O(action=rollback), the snapshot number to return to. Defaults to the newest
-        snapshot before the current one.
+      - For O(action=rollback), the snapshot number to return to; V(0) is the empty list in
+        force before the first push.
+      - Defaults to the list in force before the newest push of a cycle. Snapshots recorded
+        by rollbacks are skipped, so repeating a rollback changes nothing.
     type: int
   address:
     description:
@@ -302,6 +321,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "ttl": {"type": "raw", "default": "24h"},
     "max_new": {"type": "int", "default": 1000},
     "never_block": {"type": "list", "elements": "str", "default": []},
+    "spared": {"type": "list", "elements": "dict", "default": []},
+    "allowlist": {"type": "list", "elements": "raw", "default": []},
     "now": {"type": "str"},
     "plan": {"type": "dict"},
     "snapshot": {"type": "int"},
@@ -335,6 +356,8 @@ def run(params: dict[str, Any], *, write: bool, warn: Any) -> dict[str, Any]:
             ttl=params["ttl"],
             max_new=params["max_new"],
             never_block=params["never_block"],
+            spared_sources=params.get("spared"),
+            allowlist=params.get("allowlist"),
             now=now,
         )
     elif action == "rollback":
@@ -359,8 +382,13 @@ def main() -> None:
 
     try:
         result = run(module.params, write=write, warn=module.warn)
-    except (StateError, OSError) as exc:
+    except StateError as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(
+            msg=f"cannot use state_dir {module.params['state_dir']!r}: {exc.strerror} "
+            f"({exc.filename}); it must be a directory the controller account can write"
+        )
 
     if not module._diff:
         result.pop("diff", None)

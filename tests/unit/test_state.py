@@ -470,8 +470,22 @@ def test_committing_a_rollback_records_a_new_snapshot(three_snapshots: BlockList
 
     assert (result["changed"], result["snapshot"], result["generation"]) == (True, 4, 4)
     assert three_snapshots.store.read_snapshot(4).blocklist == [A]
+    assert three_snapshots.store.read_snapshot(4).restores == 1
     again = three_snapshots.rollback(snapshot=None, never_block=[], now=at(240))
-    assert again.blocklist == [A, B, C]
+    assert again.blocklist == [A]
+    assert not again.changed
+
+
+def test_repeating_the_default_rollback_changes_nothing(three_snapshots: BlockListState) -> None:
+    first = three_snapshots.rollback(snapshot=None, never_block=[], now=at(180))
+    three_snapshots.commit(first.payload(), write=True)
+
+    second = three_snapshots.rollback(snapshot=None, never_block=[], now=at(240))
+
+    assert first.extra["rollback_to"] == 2
+    assert second.extra["rollback_to"] == 2
+    assert not second.changed
+    assert three_snapshots.commit(second.payload(), write=True)["changed"] is False
 
 
 def test_rollback_to_a_missing_snapshot_lists_the_available(
@@ -481,10 +495,18 @@ def test_rollback_to_a_missing_snapshot_lists_the_available(
         three_snapshots.rollback(snapshot=9, never_block=[], now=at(180))
 
 
-def test_rollback_without_an_earlier_snapshot_fails(blocklist: BlockListState) -> None:
+def test_rollback_of_the_first_push_returns_to_the_empty_list(blocklist: BlockListState) -> None:
     cycle(blocklist, [A])
 
-    with pytest.raises(StateError, match=r"no snapshot before the current one \(1\).*available: 1"):
+    planned = blocklist.rollback(snapshot=None, never_block=[], now=at(60))
+
+    assert planned.extra["rollback_to"] == 0
+    assert planned.blocklist == []
+    assert blocklist.commit(planned.payload(), write=True)["snapshot"] == 2
+
+
+def test_rollback_before_any_push_fails(blocklist: BlockListState) -> None:
+    with pytest.raises(StateError, match="nothing to roll back"):
         blocklist.rollback(snapshot=None, never_block=[], now=at(60))
 
 
@@ -734,3 +756,58 @@ def test_bad_candidates_fail_naming_the_entry(
 def test_bad_never_block_network_fails(blocklist: BlockListState) -> None:
     with pytest.raises(StateError, match="never_block: 'campus'"):
         plan(blocklist, [A], never_block=["campus"])
+
+
+# Sparing after the fact: a source spared this cycle, or allowlisted, leaves at once.
+
+
+def test_a_source_spared_this_cycle_leaves_the_block_list(blocklist: BlockListState) -> None:
+    cycle(blocklist, [A, C])  # C was blocked while DNS was down
+
+    planned = blocklist.plan(
+        candidates=[candidate(A)],
+        ttl="1h",
+        max_new=1000,
+        never_block=[],
+        spared_sources=[{"ip": C, "reason": "domestic sender: mail.example.ac.jp"}],
+        now=at(60),
+    )
+
+    assert planned.blocklist == [A]
+    assert planned.removed == [
+        {"ip": C, "reason": "spared", "detail": "domestic sender: mail.example.ac.jp"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("allowlist", "kept"),
+    [
+        (["203.0.113.0/24"], [A]),
+        ([{"network": "203.0.113.9/32", "reason": "partner"}], [A]),
+        ([{"network": "203.0.113.9", "reason": "old partner", "expires": "2000-01-01"}], [A, C]),
+        ([], [A, C]),
+    ],
+)
+def test_allowlisted_entries_leave_before_their_expiry(
+    blocklist: BlockListState, allowlist: list, kept: list[str]
+) -> None:
+    cycle(blocklist, [A, C])
+
+    planned = blocklist.plan(
+        candidates=[candidate(A), candidate(C)],
+        ttl="1h",
+        max_new=1000,
+        never_block=[],
+        allowlist=allowlist,
+        now=at(60),
+    )
+
+    assert planned.blocklist == kept
+
+
+def test_a_bad_allowlist_entry_is_named(blocklist: BlockListState) -> None:
+    with pytest.raises(StateError, match="allowlist: 'partner.example'"):
+        blocklist.plan(
+            candidates=[], ttl="1h", max_new=10, never_block=[], allowlist=["partner.example"],
+            now=at(0),
+        )
