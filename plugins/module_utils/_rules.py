@@ -6,6 +6,7 @@ A source matches a rule when at least `min_sessions` of its sessions in the wind
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -60,12 +61,21 @@ def load_rules(items: Iterable[dict] | None) -> list[Rule]:
         if name in names:
             raise RuleError(f"{label} is defined twice; rule names must be unique")
         names.add(name)
+        missing = [key for key in ("min_duration", "min_sessions") if item.get(key) is None]
+        if missing:
+            # A rule of only a name would select every source that sent one session.
+            raise RuleError(
+                f"{label} needs {' and '.join(missing)}: say how many sessions of how many "
+                "seconds select a source (min_risk defaults to 0)"
+            )
         try:
-            duration = parse_duration(item.get("min_duration", 0), name=f"{label} min_duration")
+            duration = parse_duration(item["min_duration"], name=f"{label} min_duration")
         except TimestampError as exc:
             raise RuleError(str(exc)) from None
-        sessions = _number(item.get("min_sessions", 1), label=f"{label} min_sessions", integer=True)
-        risk = _number(item.get("min_risk", 0), label=f"{label} min_risk")
+        sessions = _number(item["min_sessions"], label=f"{label} min_sessions", integer=True)
+        risk = _number(
+            item["min_risk"] if item.get("min_risk") is not None else 0, label=f"{label} min_risk"
+        )
         if sessions < 1:
             raise RuleError(f"{label} min_sessions must be at least 1, not {sessions:g}")
         if not 0 <= risk <= 100:
@@ -83,6 +93,8 @@ def _number(value: object, *, label: str, integer: bool = False) -> float:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise RuleError(f"{label} must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise RuleError(f"{label} must be a finite number, not {value!r}")
     if integer and number != int(number):
         raise RuleError(f"{label} must be a whole number, not {value!r}")
     return number

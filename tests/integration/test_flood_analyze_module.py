@@ -215,7 +215,7 @@ def test_missing_path_fails_naming_it(gateway, paths, named):
 
 
 def test_invalid_rule_fails_with_a_clear_message(gateway):
-    args = _args(gateway, rules=[{"name": "r", "min_sessions": 0}])
+    args = _args(gateway, rules=[{"name": "r", "min_duration": 0, "min_sessions": 0}])
 
     status, result = run_module(args)
 

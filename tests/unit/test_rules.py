@@ -136,39 +136,49 @@ def test_custom_rules_apply_in_list_order(tmp_path, rules, duration, rule, match
 INVALID = [
     pytest.param([CUSTOM[0], CUSTOM[0]], "rule 'long' is defined twice", id="duplicate-name"),
     pytest.param(
-        [{"name": "r", "min_sessions": 0}],
+        [{"name": "r", "min_duration": 0, "min_sessions": 0}],
         "rule 'r' min_sessions must be at least 1, not 0",
         id="min-sessions-0",
     ),
     pytest.param(
-        [{"name": "r", "min_sessions": 1.5}],
+        [{"name": "r", "min_duration": 0, "min_sessions": 1.5}],
         "rule 'r' min_sessions must be a whole",
         id="min-sessions-fraction",
     ),
     pytest.param(
-        [{"name": "r", "min_risk": 101}],
+        [{"name": "r", "min_sessions": 1, "min_duration": 0, "min_risk": 101}],
         "rule 'r' min_risk must be a percentage from 0 to 100, not 101",
         id="min-risk-101",
     ),
     pytest.param(
-        [{"name": "r", "min_risk": -1}],
+        [{"name": "r", "min_sessions": 1, "min_duration": 0, "min_risk": -1}],
         "rule 'r' min_risk must be a percentage",
         id="min-risk-negative",
     ),
     pytest.param(
-        [{"name": "r", "min_risk": "high"}],
+        [{"name": "r", "min_sessions": 1, "min_duration": 0, "min_risk": "high"}],
         "rule 'r' min_risk must be a number",
         id="min-risk-text",
     ),
     pytest.param(
-        [{"name": "r", "min_duration": "twenty"}],
+        [{"name": "r", "min_sessions": 1, "min_duration": "twenty"}],
         "rule 'r' min_duration: 'twenty' is not a duration",
         id="bad-duration",
     ),
     pytest.param(
-        [{"name": "r", "min_duration": -20}],
+        [{"name": "r", "min_sessions": 1, "min_duration": -20}],
         "rule 'r' min_duration: -20 is negative",
         id="negative-duration",
+    ),
+    pytest.param(
+        [{"name": "manual"}],
+        "rule 'manual' needs min_duration and min_sessions",
+        id="name-only",
+    ),
+    pytest.param(
+        [{"name": "r", "min_duration": 0, "min_sessions": "inf"}],
+        "rule 'r' min_sessions must be a finite number",
+        id="min-sessions-inf",
     ),
     pytest.param([], "rules is empty", id="empty-list"),
     pytest.param(["cond1"], "rule 1 must be a mapping", id="not-a-mapping"),
@@ -185,7 +195,7 @@ def test_invalid_rules_give_an_error_naming_the_rule(rules, message):
 
 def test_invalid_rules_stop_the_analysis_before_reading(tmp_path):
     with pytest.raises(RuleError, match="min_sessions must be at least 1"):
-        run_analysis(tmp_path / "never-read.log", rules=[{"name": "r", "min_sessions": 0}])
+        run_analysis(tmp_path / "never-read.log", rules=[{"name": "r", "min_duration": 0, "min_sessions": 0}])
 
 
 def test_default_rules_are_the_papers_three():
