@@ -36,7 +36,14 @@ def read_risk_file(path: str) -> tuple[dict[str, float], int]:
 
     scores: dict[str, float] = {}
     skipped = 0
-    for row in csv.reader(io.StringIO(text)):
+    try:
+        rows = list(csv.reader(io.StringIO(text.replace("\0", ""), newline="")))
+    except csv.Error as exc:
+        raise RiskError(
+            f"risk_file {path!r} is not a CSV of ip,risk lines ({exc}); check that it is the "
+            "gateway's reputation export"
+        ) from None
+    for row in rows:
         if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
             continue
         address = normalise_address(row[0].strip())
