@@ -9,13 +9,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ansible_collections.campusnet.smtpguard.plugins.module_utils import _postfix
-from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import sort_key, parse_address
+from ansible_collections.campusnet.smtpguard.plugins.module_utils import _checkpoint, _postfix
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import (
+    parse_address,
+    sort_key,
+)
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._logfiles import (
     LogFamily,
     LogFileError,
     expand_paths,
     open_log,
+    open_log_from,
     tail_lines,
 )
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._occupancy import sweep
@@ -70,6 +74,8 @@ class Settings:
     postscreen_threshold: int = 1
     dnsbl: dict = field(default_factory=dict)
     report_path: str | None = None
+    state_path: str | None = None
+    check_mode: bool = False
 
 
 def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message: None) -> dict:
@@ -100,13 +106,30 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
     stats = _postfix.Stats()
     ranks: dict[str, int] = {}
     addresses: dict[bytes, str | None] = {}
-    for family in families:
-        for log in family.files:
-            stamp_of = TimestampParser(
-                zone=zone, year=settings.year, now=given_now, reference=log.mtime
-            )
-            _read_file(log.path, fmt, book=book, stamp_of=stamp_of, stats=stats, ranks=ranks,
-                       addresses=addresses, warn=warn)
+    readings, state = _resume(settings, families, fmt, now=now, window_start=window_start,
+                              book=book, stats=stats, ranks=ranks, addresses=addresses)  # fmt: skip
+
+    reached: dict[str, tuple[int, float | None]] = {}
+    after_now = stats.after_now
+    for reading in readings:
+        if not reading.pending:
+            continue
+        log = reading.log
+        stamp_of = TimestampParser(
+            zone=zone, year=settings.year, now=given_now, reference=log.mtime
+        )
+        outcome = _read_file(reading, keep_position=state is not None, book=book,
+                             stamp_of=stamp_of, stats=stats, ranks=ranks, addresses=addresses,
+                             warn=warn)  # fmt: skip
+        if outcome is not None:
+            reached[log.path] = outcome
+        elif state is not None:
+            state["unfinished"] = log.path
+
+    if state is not None:
+        _keep_state(settings, state, readings, fmt, reached=reached,
+                    counted_all=stats.after_now == after_now, book=book, stats=stats,
+                    ranks=ranks, addresses=addresses, warn=warn)  # fmt: skip
     book.finish()
 
     # Logs that begin inside the window say nothing about the time before them.
@@ -149,6 +172,8 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
             "seconds": round(time.monotonic() - started, 3),
         },
     }
+    if state is not None:
+        result["state"] = {key: state[key] for key in ("path", "resumed", "full_read", "written")}
     if stats.skipped:
         warn(f"skipped {stats.skipped} of {stats.lines} log lines that could not be parsed")
     if settings.report_path:
@@ -201,16 +226,76 @@ def _newest_time(families: list[LogFamily], settings: Settings, zone) -> float |
     return newest
 
 
-def _read_file(path: str, fmt: str, **kwargs) -> None:
-    warn = kwargs.pop("warn")
+def _read_file(reading: _checkpoint.Reading, *, keep_position: bool, warn: Callable[[str], None],
+               book: SessionBook, **kwargs) -> tuple[int, float | None] | None:
+    """Read one file into `book`: its new offset and first time, or None when it was damaged."""
+    path = reading.log.path
+    first = reading.mark.first if reading.mark is not None else None
+    if first is not None:
+        book.begin_stream(first)  # going on in a file whose beginning an earlier run read
     try:
-        with open_log(path) as handle:
-            first = _postfix.read_postfix(handle, **kwargs)
+        if not keep_position:
+            with open_log(path) as handle:
+                first = _postfix.read_postfix(handle, book=book, first=first, **kwargs)
+            return 0, first
+        handle, position = open_log_from(path, start=reading.start)
+        with handle:
+            first = _postfix.read_postfix(handle, book=book, first=first, **kwargs)
+            return position.offset(), first
     except (OSError, EOFError) as exc:
         # A truncated .gz keeps what was read before the damage.
         warn(f"stopped reading {path!r} early: {exc}; lines before the damage were used")
+        return None
+
+
+def _resume(settings: Settings, families: list[LogFamily], fmt: str, *, now: float,
+            window_start: float, **engine) -> tuple[list[_checkpoint.Reading], dict | None]:
+    """What to read: every file, or with `state_path` only what the last run did not read
+    (the engine then starts where that run left it). Returns the readings and, with
+    `state_path`, what becomes of the state."""
+    if not settings.state_path:
+        return [_checkpoint.Reading(log) for family in families for log in family.files], None
+    checkpoint, reason = _checkpoint.load(settings.state_path)
+    readings, reason = _checkpoint.plan(
+        families, checkpoint, settings=_state_settings(settings, fmt), now=now,
+        window_start=window_start,
+    ) if checkpoint is not None else (
+        [_checkpoint.Reading(log) for family in families for log in family.files], reason
+    )  # fmt: skip
+    if checkpoint is not None and not reason:
+        _checkpoint.restore(checkpoint, **engine)
+    state = {"path": settings.state_path, "resumed": not reason, "full_read": reason,
+             "written": False}  # fmt: skip
+    return readings, state
+
+
+def _state_settings(settings: Settings, fmt: str) -> dict:
+    """The settings that change how lines are read: a state from other ones is not used."""
+    return {"format": fmt, "timezone": settings.timezone, "year": settings.year}
+
+
+def _keep_state(settings: Settings, state: dict, readings: list[_checkpoint.Reading], fmt: str,
+                *, reached: dict, counted_all: bool, warn: Callable[[str], None],
+                **engine) -> None:
+    """Write the state for the next run, unless this is check mode or the run left lines
+    behind that the next one would not read again."""
+    if settings.check_mode:
         return
-    del first
+    if "unfinished" in state:
+        warn(f"state_path kept as it was: {state.pop('unfinished')!r} could not be read to its "
+             "end; the next run goes on from the previous state")  # fmt: skip
+        return
+    if not counted_all:
+        warn("state_path kept as it was: some lines lie after now, and a state written now "
+             "would skip them for good; the next run goes on from the previous state")  # fmt: skip
+        return
+    checkpoint = _checkpoint.capture(readings, settings=_state_settings(settings, fmt),
+                                     reached=reached, **engine)  # fmt: skip
+    try:
+        _checkpoint.save(settings.state_path, checkpoint)
+    except _checkpoint.CheckpointError as exc:
+        raise AnalysisError(str(exc)) from None
+    state["written"] = True
 
 
 def _risks(settings: Settings, book: SessionBook, rules: list[Rule], *, ranks: dict[str, int],
@@ -251,7 +336,8 @@ def _dnsbl_risks(settings: Settings, book: SessionBook, rules: list[Rule], *,
         address
         for address, aggregate in book.sources.items()
         if any(
-            rule.min_risk > 0 and aggregate[FIRST_COUNT + index[rule.min_duration]] >= rule.min_sessions
+            rule.min_risk > 0
+            and aggregate[FIRST_COUNT + index[rule.min_duration]] >= rule.min_sessions
             for rule in rules
         )
     ]

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import glob
 import gzip
+import hashlib
+import io
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable
 
 GZIP_MAGIC = b"\x1f\x8b"
+
+# How much of a file's beginning identifies its content across renames, copies and gzip.
+HEAD_SIZE = 4096
 
 # mail.log.3.gz, mail.log.1 (logrotate, newsyslog); mail.log.20261203-161500.gz (postfix
 # logrotate); mail.log-20261203.gz (logrotate dateext).
@@ -27,6 +33,8 @@ class LogFile:
     mtime: float
     size: int
     order: tuple = ()
+    device: int = 0
+    inode: int = 0
 
 
 @dataclass
@@ -85,7 +93,9 @@ def _stat(path: str) -> LogFile:
             pass
     except OSError as exc:
         raise LogFileError(f"cannot read log file {path!r}: {exc.strerror}") from None
-    return LogFile(path=path, mtime=info.st_mtime, size=info.st_size)
+    return LogFile(
+        path=path, mtime=info.st_mtime, size=info.st_size, device=info.st_dev, inode=info.st_ino
+    )
 
 
 def _families(files: list[LogFile]) -> list[LogFamily]:
@@ -126,6 +136,104 @@ def open_log(path: str) -> BinaryIO:
         return gzip.open(path, "rb")  # type: ignore[return-value]
     handle.seek(0)
     return handle
+
+
+class ReadPosition:
+    """Where reading a log ended: the offset (in the uncompressed text) just after the last
+    line read."""
+
+    def __init__(self, handle: BinaryIO, stop: int | None):
+        self._handle = handle
+        self._stop = stop
+
+    def offset(self) -> int:
+        return self._stop if self._stop is not None else self._handle.tell()
+
+
+class _Slice(io.RawIOBase):
+    """The bytes of an open file up to `stop`, for a buffered reader."""
+
+    def __init__(self, raw: BinaryIO, stop: int):
+        self._raw = raw
+        self._left = stop - raw.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        if self._left <= 0:
+            return 0
+        with memoryview(buffer) as view:
+            count = self._raw.readinto(view[: self._left]) or 0
+        self._left -= count
+        return count
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def open_log_from(path: str, *, start: int) -> tuple[BinaryIO, ReadPosition]:
+    """Open a log to read on from `start`, as far as the last whole line written by now.
+
+    A line still being written (no newline yet) is left for the next reader, so that a later
+    run, going on from the returned position, reads it whole. A gzip file is finished: it is
+    read to its end.
+    """
+    raw = open(path, "rb", buffering=0)
+    try:
+        if raw.read(2) == GZIP_MAGIC:
+            raw.close()
+            unpacked = gzip.open(path, "rb")
+            try:
+                unpacked.seek(start)
+            except BaseException:
+                unpacked.close()
+                raise
+            return unpacked, ReadPosition(unpacked, None)  # type: ignore[return-value]
+        stop = _end_of_last_line(raw, start)
+        raw.seek(start)
+        reader = io.BufferedReader(_Slice(raw, stop), buffer_size=1 << 20)
+    except BaseException:
+        raw.close()
+        raise
+    return reader, ReadPosition(reader, stop)  # type: ignore[arg-type]
+
+
+def _end_of_last_line(handle: BinaryIO, start: int) -> int:
+    end = handle.seek(0, os.SEEK_END)
+    position = end
+    while position > start:
+        block = min(65536, position - start)
+        handle.seek(position - block)
+        newline = handle.read(block).rfind(b"\n")
+        if newline >= 0:
+            return position - block + newline + 1
+        position -= block
+    return start
+
+
+def head_digest(path: str, length: int) -> str:
+    """A digest of the first `length` bytes of a log's text (uncompressed)."""
+    with open_log(path) as handle:
+        try:
+            data = handle.read(length)
+        except (OSError, EOFError):
+            data = b""
+    return hashlib.sha256(data).hexdigest()
+
+
+def gzip_trailer_size(path: str) -> int | None:
+    """What a gzip file's trailer says of its text's length (of its last member, modulo
+    2**32), -1 for a damaged one; None for a file that is not gzip."""
+    with open(path, "rb") as handle:
+        if handle.read(2) != GZIP_MAGIC:
+            return None
+        size = handle.seek(0, os.SEEK_END)
+        if size < 18:  # shorter than a gzip header and trailer
+            return -1
+        handle.seek(-4, os.SEEK_END)
+        return struct.unpack("<I", handle.read(4))[0]
 
 
 def tail_lines(path: str, *, size: int = 65536) -> list[bytes]:

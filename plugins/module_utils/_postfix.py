@@ -7,12 +7,19 @@ host + program + pid, so that several gateways, instances (`postfix-out/smtpd`) 
 (`postfix/submission/smtpd`) in one file stay apart.
 Only the peer address that Postfix itself wrote in `name[address]` after `connect from`
 ever becomes a source; text a client sent (HELO, commands) is never read.
+
+The hot loop takes the common line shape and an smtpd event apart with one match each, and
+skips `ipaddress` for addresses already in canonical IPv4 form; `split_line`, `strip_queue_id`
+and `peer_address` are the readable forms of those matches, and test_fast_paths holds each
+shortcut to them. benchmarks/RESULTS.md has the profile that called for them.
 """
 
 from __future__ import annotations
 
 import re
-from typing import BinaryIO, Callable
+import socket
+from socket import AF_INET
+from typing import Callable, Iterable
 
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import (
     normalise_address,
@@ -36,10 +43,8 @@ POSTSCREEN_SHAPES: tuple[tuple[bytes, str], ...] = ((b"DNSBL rank ", RANK),)
 # smtpd line is of interest: besides its events it shows that its session was still alive.
 _MARK_SMTPD = b"smtpd["
 _MARK_RANK = b"DNSBL rank "
-# Substrings of the smtpd messages that can be events; other smtpd lines only show that their
-# session was alive.
-_MARK_CONNECT = b"connect from "
-_MARK_AFTER = b" after "
+# How Postfix tags an IPv6 peer in some messages: [IPv6:2001:db8::25].
+_IPV6_TAGS = (b"IPv6:", b"ipv6:")
 
 # "NOQUEUE", a short queue id (upper-case hex) or a long one (a base-52 alphabet without
 # vowels). A severity such as "warning" or "fatal" is not a queue id: what follows it may
@@ -51,6 +56,14 @@ _QUEUE_ID = re.compile(rb"NOQUEUE|[0-9A-F]{6,20}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-t
 _PLAUSIBLE_FIRST = frozenset(b"JFMASOND0123456789")
 
 _DIGITS = frozenset(b"0123456789")
+
+# The shape of nearly every line, "<stamp> <host> <program>[<pid>]: ", with a syslog or
+# maillog_file stamp (15 bytes) or an RFC 3339 one. Where it matches, its groups are what
+# split_line would return (test_fast_paths pins that); other lines go through split_line.
+_COMMON_LINE = re.compile(
+    rb"([A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]|[0-9][^ ]*)"
+    rb" ([^ \[\]]+ ([^ \[\]]+)\[[0-9]+)\]: "
+)
 
 
 class Stats:
@@ -105,46 +118,62 @@ def strip_queue_id(message: bytes) -> bytes:
     return message
 
 
-def peer_address(text: bytes) -> bytes | None:
-    """The address in the first `name[address]` (or `[address]`) of `text`, as written."""
-    left = text.find(b"[")
+def peer_address(text: bytes, start: int = 0) -> bytes | None:
+    """The address in the first `name[address]` (or `[address]`) of `text[start:]`, as
+    written."""
+    left = text.find(b"[", start)
     if left < 0:
         return None
     right = text.find(b"]", left + 1)
     if right < 0:
         return None
     address = text[left + 1 : right]
-    if address[:5] in (b"IPv6:", b"ipv6:"):
+    if address[:5] in _IPV6_TAGS:
         address = address[5:]
     return address
 
 
-def classify(message: bytes, shapes: tuple[tuple[bytes, str], ...]) -> tuple[str, int] | None:
-    for prefix, kind in shapes:
-        if message.startswith(prefix):
-            return kind, len(prefix)
-    return None
+def _prefixes(shapes: tuple[tuple[bytes, str], ...]) -> bytes:
+    """A pattern for a table of message prefixes; the first in table order wins."""
+    return b"|".join(re.escape(prefix) for prefix, _ in shapes)
+
+
+# An smtpd event in one match, as strip_queue_id, the prefix table and peer_address would take
+# it apart step by step (test_fast_paths pins that): an optional queue id, the shape (group 1)
+# and the text between the first "[" after it and the next "]" (group 2, None without one).
+_SMTPD_EVENT = re.compile(
+    rb"(?:(?:" + _QUEUE_ID.pattern + rb"): )?(" + _prefixes(SMTPD_SHAPES) + rb")"
+    rb"(?:[^\[]*\[([^\]]*)\])?"
+)
+_SMTPD_KINDS = dict(SMTPD_SHAPES)
+_POSTSCREEN_EVENT = re.compile(_prefixes(POSTSCREEN_SHAPES))
 
 
 def read_postfix(
-    handle: BinaryIO,
+    handle: Iterable[bytes],
     *,
     book: SessionBook,
     stamp_of: Callable[[bytes], float | None],
     stats: Stats,
     ranks: dict[str, int],
     addresses: dict[bytes, str | None],
+    first: float | None = None,
 ) -> float | None:
     """Feed the session events of one file to `book`; returns the first timestamp read.
 
     `ranks` collects the highest postscreen DNSBL rank per source; `addresses` caches the
     normalised form of each address text (None for `unknown` and for anything that is not
-    an address). `stats` is complete even when reading stops early (a truncated gzip).
+    an address). `first` is the file's first time when reading goes on where an earlier run
+    stopped. `stats` is complete even when reading stops early (a truncated gzip).
     """
     now = book.now
-    first: float | None = None
     plausible = _PLAUSIBLE_FIRST
     evidence = book.evidence
+    common = _COMMON_LINE.match
+    smtpd_event = _SMTPD_EVENT.match
+    postscreen_event = _POSTSCREEN_EVENT.match
+    # Lines come in time order: most carry the same stamp as the line before.
+    last_stamp, last_when = b"", None
     # Counted in locals, which the hot loop updates much faster than attributes.
     lines = parsed = ignored = skipped = after_now = 0
 
@@ -160,12 +189,21 @@ def read_postfix(
                     skipped += 1
                 continue
 
-            fields = split_line(line)
-            if fields is None:
-                skipped += 1
-                continue
-            stamp, key, program, message = fields
-            when = stamp_of(stamp)
+            # Split: the common shape by one match, anything else by split_line.
+            shape = common(line)
+            if shape is not None:
+                stamp, key, program = shape.group(1, 2, 3)
+                message = line[shape.end() :].rstrip(b"\r\n")
+            else:
+                fields = split_line(line)
+                if fields is None:
+                    skipped += 1
+                    continue
+                stamp, key, program, message = fields
+
+            if stamp != last_stamp:
+                last_stamp, last_when = stamp, stamp_of(stamp)
+            when = last_when
             if when is None:
                 skipped += 1
                 continue
@@ -176,43 +214,38 @@ def read_postfix(
                 after_now += 1
                 continue
 
+            # Classify: an smtpd event, a postscreen rank, or a line that shows a session alive.
             if program.endswith(b"smtpd"):
-                if _MARK_CONNECT in message or _MARK_AFTER in message:
-                    body = strip_queue_id(message)
-                    event = classify(body, SMTPD_SHAPES)
-                else:
-                    event = None
+                event = smtpd_event(message)
                 if event is None:
-                    # Any other line of a session shows that it was still alive then.
                     evidence(key, when)
                     ignored += 1
                     continue
+                shape, raw = event.group(1, 2)
+                kind = _SMTPD_KINDS[shape]
+                if kind == ENDING:
+                    evidence(key, when, ending=True)
+                    parsed += 1
+                    continue
             elif program.endswith(b"postscreen"):
-                body = message
-                event = classify(body, POSTSCREEN_SHAPES)
+                event = postscreen_event(message)
                 if event is None:
                     ignored += 1
-                    continue
+                elif _read_rank(message[event.end() :], ranks, addresses, stats):
+                    parsed += 1  # a rank, postscreen's only shape of interest
+                else:
+                    skipped += 1
+                continue
             else:
                 ignored += 1
                 continue
 
-            kind, length = event
-            if kind == ENDING:
-                evidence(key, when, ending=True)
-                parsed += 1
-                continue
-            if kind == RANK:
-                if _read_rank(body[length:], ranks, addresses, stats):
-                    parsed += 1
-                else:
-                    skipped += 1
-                continue
-
-            raw = peer_address(body[length:])
+            # Pair: the peer address that Postfix wrote after "connect from" / "disconnect from".
             if raw is None:
                 skipped += 1
                 continue
+            if raw[:5] in _IPV6_TAGS:
+                raw = raw[5:]
             source = addresses.get(raw, False)
             if source is False:
                 source = _normalise(raw, addresses, stats)
@@ -243,12 +276,25 @@ def _first_time(
 
 
 def _normalise(raw: bytes, addresses: dict[bytes, str | None], stats: Stats) -> str | None:
-    source = None if raw == b"unknown" else normalise_address(raw)
+    source = None if raw == b"unknown" else (_canonical_ipv4(raw) or normalise_address(raw))
     if source is None and raw != b"unknown":
         stats.bad_addresses += 1
     if len(addresses) < 1_000_000:
         addresses[raw] = source
     return source
+
+
+def _canonical_ipv4(raw: bytes) -> str | None:
+    """`raw` as text when it is an IPv4 address already in canonical form, else None.
+
+    A shortcut past `ipaddress` for the common case: the socket library's strict parser and
+    printer agree with `normalise_address` on every text that survives the round trip.
+    """
+    try:
+        text = raw.decode("ascii")
+        return text if socket.inet_ntop(AF_INET, socket.inet_pton(AF_INET, text)) == text else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
 
 
 def _read_rank(

@@ -1,9 +1,11 @@
 """Pairing session events into sessions, and what the window needs to know about them.
 
 A `SessionBook` is fed events in log order (connect, tentative end, disconnect) keyed by
-host + program + pid. It keeps only open sessions, one aggregate per source and one counter
-per distinct timestamp in the window, so memory follows open sessions, sources and the
-window's length, never the size of the log.
+host + program + pid. While reading it keeps only the open sessions and the sessions that
+ended inside the window, as (start, end, source); `finish()` sums those up per source and per
+moment of the occupancy. Memory follows open sessions and the window's length, never the size
+of the log, and the book can be carried to the next run (see `_checkpoint`): a later window
+keeps the sessions that still reach into it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ class SessionBook:
 
     A session counts when any part of it lies in [window_start, now]. Its duration is its
     whole length, or its age at `now` when it is still open. `thresholds` are the distinct
-    `min_duration` values of the rules; each source keeps how many of its sessions lasted at
-    least each of them.
+    `min_duration` values of the rules; after `finish()` each source in `sources` keeps how
+    many of its sessions lasted at least each of them, and `deltas` the changes of the number
+    of concurrent sessions.
     """
 
     def __init__(self, *, window_start: float, now: float, thresholds: Sequence[float]):
@@ -31,6 +34,8 @@ class SessionBook:
         self.now = now
         self.thresholds = tuple(thresholds)
         self.open_sessions: dict[Hashable, list] = {}
+        # Sessions that ended in the window: (start, end, source).
+        self.ended: list[tuple[float, float, str | None]] = []
         self.sources: dict[str, list] = {}
         self.deltas: dict[float, int] = {}
         self.counts = {
@@ -40,29 +45,30 @@ class SessionBook:
             "ended_unknown": 0,
             "start_unknown": 0,
         }
-        self._file_start: float | None = None
-        self._host_start: dict[Hashable, float] = {}
+        self.file_start: float | None = None
+        self.host_start: dict[Hashable, float] = {}
         # The earliest time any log read covers: the mean occupancy is taken from there.
         self.data_start: float | None = None
+        # Keys whose host is already in host_start: spares splitting the key on every connect.
+        self._keys_placed: set[Hashable] = set()
 
     def begin_stream(self, first_time: float | None) -> None:
         """Note where the file being read begins (its first line with a readable time)."""
         if first_time is not None:
-            self._file_start = first_time
+            self.file_start = first_time
             if self.data_start is None or first_time < self.data_start:
                 self.data_start = first_time
 
     def connect(self, key: Hashable, when: float, source: str | None) -> None:
-        host = _host_of(key)
-        if host not in self._host_start and self._file_start is not None:
-            self._host_start[host] = self._file_start
+        if key not in self._keys_placed:
+            self._place_host(key)
         previous = self.open_sessions.get(key)
         if previous is not None:
             # The pid logged a new connect before the old session's disconnect: the old
             # session ended somewhere after the last line we saw from it, but not later.
             self.counts["ended_unknown"] += 1
             end = previous[_TENTATIVE] if previous[_TENTATIVE] is not None else previous[_LAST]
-            self._complete(previous[_START], end, previous[_SOURCE])
+            self._end(previous[_START], end, previous[_SOURCE])
         self.open_sessions[key] = [when, source, when, None]
 
     def evidence(self, key: Hashable, when: float, *, ending: bool = False) -> None:
@@ -81,37 +87,54 @@ class SessionBook:
             # Its connect lies before the first line read of this host's log (the start of
             # the file where the host first appeared): it lasted at least from there. Another
             # gateway's log, read before or after, says nothing about it.
-            if self._file_start is None:
+            if self.file_start is None:
                 return
-            start = self._host_start.setdefault(_host_of(key), self._file_start)
+            start = self.host_start.setdefault(_host_of(key), self.file_start)
             self.counts["start_unknown"] += 1
-            self._complete(min(start, when), when, source)
+            self._end(min(start, when), when, source)
             return
-        self._complete(session[_START], when, session[_SOURCE])
+        self._end(session[_START], when, session[_SOURCE])
 
     def finish(self) -> None:
-        """Count the sessions still open at `now` with their age."""
+        """Sum up the window: sessions per source, and the occupancy's changes; the sessions
+        still open count with their age at `now`. The book itself stays as it was."""
+        self.sources = {}
+        self.deltas = {}
+        self.counts.update(sessions=0, open_sessions=0, anonymous_sessions=0)
+        window_start = self.window_start
+        count = self._count
+        for start, end, source in self.ended:
+            if end >= window_start:  # a book carried from an earlier window has older ones
+                count(start, end, source, False)
         for start, source, _last, _tentative in self.open_sessions.values():
             self.counts["open_sessions"] += 1
-            self._complete(start, self.now, source, still_open=True)
-        self.open_sessions.clear()
+            count(start, self.now, source, True)
 
-    def _complete(
-        self, start: float, end: float, source: str | None, *, still_open: bool = False
-    ) -> None:
-        if end < self.window_start:
-            return
+    def _place_host(self, key: Hashable) -> None:
+        host = _host_of(key)
+        if host not in self.host_start and self.file_start is not None:
+            self.host_start[host] = self.file_start
+        if host in self.host_start:
+            self._keys_placed.add(key)
+
+    def _end(self, start: float, end: float, source: str | None) -> None:
+        if end >= self.window_start:
+            self.ended.append((start, end, source))
+
+    def _count(self, start: float, end: float, source: str | None, still_open: bool) -> None:
         if end < start:
             end = start
-        begin = start if start > self.window_start else self.window_start
+        window_start = self.window_start
         deltas = self.deltas
+        begin = start if start > window_start else window_start
         deltas[begin] = deltas.get(begin, 0) + 1
         if not still_open:
             deltas[end] = deltas.get(end, 0) - 1
-        self.counts["sessions"] += 1
+        counts = self.counts
+        counts["sessions"] += 1
 
         if source is None:
-            self.counts["anonymous_sessions"] += 1
+            counts["anonymous_sessions"] += 1
             return
         aggregate = self.sources.get(source)
         if aggregate is None:
@@ -122,9 +145,11 @@ class SessionBook:
             aggregate[LONGEST] = duration
         if still_open:
             aggregate[OPEN] += 1
-        for index, threshold in enumerate(self.thresholds):
+        index = FIRST_COUNT
+        for threshold in self.thresholds:
             if duration >= threshold:
-                aggregate[FIRST_COUNT + index] += 1
+                aggregate[index] += 1
+            index += 1
 
 
 def _host_of(key: Hashable) -> Hashable:
