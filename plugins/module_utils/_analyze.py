@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -39,8 +40,10 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions impo
     OPEN,
     SESSIONS,
     SessionBook,
+    host_of,
 )
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps import (
+    FUTURE_SLACK,
     TimestampParser,
     format_epoch,
     load_zone,
@@ -49,6 +52,13 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps im
 )
 
 FORMATS = ("auto", "postfix")
+
+# Longest window an analysis takes: a year of logs is already a replay, not a check.
+MAX_WINDOW = 366 * 86400
+# The times a check can have: year inference looks some years around them.
+EARLIEST, LATEST = 31536000.0, 253370764800.0  # 1971-01-01, 9999-01-01
+# Logs that end this long before the check are stale, and the result says so.
+STALE_AFTER = 600.0
 
 
 class AnalysisError(Exception):
@@ -83,8 +93,7 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
     started = time.monotonic()
     rules = load_rules(settings.rules)
     window = parse_duration(settings.window, name="window")
-    if settings.capacity < 1:
-        raise AnalysisError(f"capacity must be at least 1 session, not {settings.capacity}")
+    _check_settings(settings, window=window, warn=warn)
     zone = load_zone(settings.timezone)
     try:
         families = expand_paths(settings.paths)
@@ -93,7 +102,17 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
     fmt = _detect_format(families, settings.format)
 
     given_now = parse_iso(settings.now, zone=zone) if settings.now else None
-    now = given_now if given_now is not None else _newest_time(families, settings, zone)
+    if given_now is not None and not EARLIEST <= given_now <= LATEST:
+        raise AnalysisError(f"now must lie between 1971 and 9998, not {settings.now!r}")
+    log_end = _newest_time(families, settings, zone)
+    now = given_now if given_now is not None else log_end
+    if now is None and all(log.size == 0 for family in families for log in family.files):
+        raise AnalysisError(
+            "the log files are empty: "
+            + ", ".join(repr(log.path) for family in families for log in family.files)
+            + "; check that the gateway is logging (right after a rotation, include the "
+            "rotated file, for example mail.log*)"
+        )
     if now is None:
         raise AnalysisError(
             "no line with a readable timestamp in "
@@ -114,6 +133,7 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
     for reading in readings:
         if not reading.pending:
             continue
+        open_before = set(book.open_sessions)
         log = reading.log
         stamp_of = TimestampParser(
             zone=zone, year=settings.year, now=given_now, reference=log.mtime
@@ -123,13 +143,22 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
                              warn=warn)  # fmt: skip
         if outcome is not None:
             reached[log.path] = outcome
-        elif state is not None:
+            continue
+        # The file broke off: its open sessions cannot be paired with any later line.
+        hosts = {host_of(key) for key in set(book.open_sessions) - open_before}
+        if hosts:
+            ended = book.abandon(hosts)
+            warn(f"{ended} sessions open where {log.path!r} broke off were ended at their last "
+                 "line; durations around the damage are lower bounds")  # fmt: skip
+        if state is not None:
             state["unfinished"] = log.path
 
     if state is not None:
         _keep_state(settings, state, readings, fmt, reached=reached,
                     counted_all=stats.after_now == after_now, book=book, stats=stats,
                     ranks=ranks, addresses=addresses, warn=warn)  # fmt: skip
+    _check_coverage(stats, families, state, now=now, log_end=log_end, window_start=window_start,
+                    given_now=given_now, zone=zone, book=book, warn=warn)  # fmt: skip
     book.finish()
 
     # Logs that begin inside the window say nothing about the time before them.
@@ -181,11 +210,114 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
     return result
 
 
+def _check_settings(settings: Settings, *, window: float, warn: Callable[[str], None]) -> None:
+    """Refuse option values that would make the analysis meaningless, before reading."""
+    if not settings.paths:
+        raise AnalysisError("paths is empty; give the gateway's log files or glob patterns")
+    if settings.capacity < 1:
+        raise AnalysisError(f"capacity must be at least 1 session, not {settings.capacity}")
+    if not 0 < window <= MAX_WINDOW:
+        raise AnalysisError(
+            f"window must be more than 0 s and at most {MAX_WINDOW // 86400} days, "
+            f"not {settings.window!r}"
+        )
+    for name in ("trigger_occupancy", "alert_occupancy"):
+        value = getattr(settings, name)
+        if not math.isfinite(value) or value < 0:
+            raise AnalysisError(f"{name} must be a percentage of 0 or more, not {value!r}")
+    if settings.alert_occupancy < settings.trigger_occupancy:
+        warn(
+            f"alert_occupancy ({settings.alert_occupancy}%) is below trigger_occupancy "
+            f"({settings.trigger_occupancy}%): alerts will come before any block"
+        )
+    if not (math.isfinite(settings.unknown_risk) and 0 <= settings.unknown_risk <= 100):
+        raise AnalysisError(
+            f"unknown_risk must be from 0 to 100 percent, not {settings.unknown_risk!r}"
+        )
+    if settings.postscreen_threshold < 1:
+        raise AnalysisError(
+            f"postscreen_threshold must be at least 1 (the rank the site counts as spam), "
+            f"not {settings.postscreen_threshold}"
+        )
+    if settings.year is not None and not 1971 <= settings.year <= 9998:
+        raise AnalysisError(f"year must be a year such as 2026, not {settings.year}")
+    if settings.risk_source == "dnsbl":
+        _check_dnsbl(settings.dnsbl)
+
+
+def _check_dnsbl(options: dict) -> None:
+    from ansible_collections.campusnet.smtpguard.plugins.module_utils._dns import (
+        parse_dnsbl_zones,
+    )
+
+    try:
+        parse_dnsbl_zones(options.get("zones") or [])
+    except ValueError as exc:
+        raise AnalysisError(f"dnsbl_zones: {exc}") from None
+    for server in options.get("nameservers") or []:
+        if parse_address(str(server)) is None:
+            raise AnalysisError(f"dnsbl_nameservers: {server!r} is not an IP address")
+    port = options.get("port", 53)
+    if not 1 <= int(port) <= 65535:
+        raise AnalysisError(f"dnsbl_port must be from 1 to 65535, not {port}")
+    timeout = float(options.get("timeout", 2.0))
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise AnalysisError(f"dnsbl_timeout must be more than 0 seconds, not {timeout}")
+
+
+def _check_coverage(stats, families: list[LogFamily], state: dict | None, *, now: float,
+                    log_end: float | None, window_start: float, given_now: float | None,
+                    zone, book: SessionBook, warn: Callable[[str], None]) -> None:  # fmt: skip
+    """Say when the logs cannot support the answer: empty or unreadable, or ending long
+    before `now`; and never let a session run on past the newest log line."""
+    names = ", ".join(repr(log.path) for family in families for log in family.files)
+    resumed = state is not None and state.get("resumed")
+    if not resumed and stats.lines == 0:
+        warn(
+            f"the log files are empty: {names}; check that the gateway is logging (right after "
+            "a rotation, include the rotated file, for example mail.log*)"
+        )
+    if stats.lines and not (stats.parsed or stats.ignored or stats.after_now):
+        raise AnalysisError(
+            f"none of the {stats.lines} lines of {names} could be read as a Postfix log; "
+            "check the paths and the format"
+        )
+    if given_now is not None and stats.lines and stats.after_now == stats.lines - stats.skipped:
+        warn(f"every log line lies after now ({format_epoch(now, zone=zone)}): nothing was "
+             "analysed; check now")  # fmt: skip
+
+    if log_end is not None and now - log_end > STALE_AFTER:
+        # Logs that stopped long before now cannot show that a session still runs: it counts
+        # up to the newest line. Within STALE_AFTER it counts with its age at now.
+        book.open_until = log_end
+        warn(
+            f"the newest log line ({format_epoch(log_end, zone=zone)}) is "
+            f"{_span(now - log_end)} before now ({format_epoch(now, zone=zone)}): sessions "
+            "still open there count only up to that line; check that the gateway is logging "
+            "and its logs are fetched"
+        )
+    if given_now is None and log_end is not None:
+        age = time.time() - log_end
+        if age > max(STALE_AFTER, 2 * (now - window_start)):
+            warn(
+                f"the newest log line is {_span(age)} old ({format_epoch(log_end, zone=zone)}); "
+                "if this is not a replay, logging or fetching has stalled"
+            )
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def _detect_format(families: list[LogFamily], requested: str) -> str:
     if requested not in FORMATS:
         raise AnalysisError(f"format {requested!r} is not supported yet; use one of {FORMATS}")
     if requested != "auto":
         return requested
+    heads: list[list[bytes]] = []
     for family in families:
         for log in family.files:
             head: list[bytes] = []
@@ -199,6 +331,9 @@ def _detect_format(families: list[LogFamily], requested: str) -> str:
                 pass  # a damaged file: judge by the lines before the damage; reading warns
             if _postfix.looks_like(head):
                 return "postfix"
+            heads.append(head)
+    if not any(heads):
+        return "postfix"  # nothing to misread; the analysis warns that the files are empty
     raise AnalysisError(
         "could not recognise the log format of "
         + ", ".join(repr(log.path) for family in families for log in family.files)
@@ -207,21 +342,30 @@ def _detect_format(families: list[LogFamily], requested: str) -> str:
 
 
 def _newest_time(families: list[LogFamily], settings: Settings, zone) -> float | None:
+    """The newest timestamp among the last lines of each family's newest readable file.
+
+    The newest of several lines, not the last one, so that one line with a skewed clock
+    cannot move the check a year back; a time more than a day after the controller's clock
+    is a skewed clock too, and does not count.
+    """
     newest: float | None = None
     for family in families:
         for log in reversed(family.files):
+            limit = log.mtime + FUTURE_SLACK  # no line is written after its file's mtime
             stamp_of = TimestampParser(zone=zone, year=settings.year, reference=log.mtime)
-            found = None
             try:
                 lines = tail_lines(log.path)
             except (OSError, EOFError):
                 continue
-            for line in reversed(lines):
-                fields = _postfix.split_line(line) if line else None
-                if fields and (found := stamp_of(fields[0])) is not None:
-                    break
-            if found is not None:
-                newest = found if newest is None else max(newest, found)
+            found = [
+                moment
+                for line in lines[-256:]
+                if (fields := _postfix.split_line(line) if line else None)
+                and (moment := stamp_of(fields[0])) is not None
+                and moment <= limit
+            ]
+            if found:
+                newest = max(found) if newest is None else max(newest, *found)
                 break
     return newest
 

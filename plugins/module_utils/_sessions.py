@@ -32,6 +32,9 @@ class SessionBook:
     def __init__(self, *, window_start: float, now: float, thresholds: Sequence[float]):
         self.window_start = window_start
         self.now = now
+        # Sessions still open count with their age up to here: `now`, or the newest log line
+        # when the logs end before `now` (the log is the only evidence that they still run).
+        self.open_until = now
         self.thresholds = tuple(thresholds)
         self.open_sessions: dict[Hashable, list] = {}
         # Sessions that ended in the window: (start, end, source).
@@ -71,6 +74,17 @@ class SessionBook:
             self._end(previous[_START], end, previous[_SOURCE])
         self.open_sessions[key] = [when, source, when, None]
 
+    def abandon(self, hosts: set[Hashable]) -> int:
+        """End the open sessions of `hosts` where they were last seen: their log broke off (a
+        damaged file), so no later line can be paired with them. Returns how many ended."""
+        broken = [key for key in self.open_sessions if host_of(key) in hosts]
+        for key in broken:
+            session = self.open_sessions.pop(key)
+            self.counts["ended_unknown"] += 1
+            end = session[_TENTATIVE] if session[_TENTATIVE] is not None else session[_LAST]
+            self._end(session[_START], end, session[_SOURCE])
+        return len(broken)
+
     def evidence(self, key: Hashable, when: float, *, ending: bool = False) -> None:
         """A line of an open session; `ending` lines (lost connection, timeout, too many
         errors) mark where the session ends if its disconnect never comes."""
@@ -89,7 +103,7 @@ class SessionBook:
             # gateway's log, read before or after, says nothing about it.
             if self.file_start is None:
                 return
-            start = self.host_start.setdefault(_host_of(key), self.file_start)
+            start = self.host_start.setdefault(host_of(key), self.file_start)
             self.counts["start_unknown"] += 1
             self._end(min(start, when), when, source)
             return
@@ -108,10 +122,10 @@ class SessionBook:
                 count(start, end, source, False)
         for start, source, _last, _tentative in self.open_sessions.values():
             self.counts["open_sessions"] += 1
-            count(start, self.now, source, True)
+            count(start, max(start, min(self.now, self.open_until)), source, True)
 
     def _place_host(self, key: Hashable) -> None:
-        host = _host_of(key)
+        host = host_of(key)
         if host not in self.host_start and self.file_start is not None:
             self.host_start[host] = self.file_start
         if host in self.host_start:
@@ -152,7 +166,7 @@ class SessionBook:
             index += 1
 
 
-def _host_of(key: Hashable) -> Hashable:
+def host_of(key: Hashable) -> Hashable:
     """The gateway part of a session key: "mx1" of b"mx1 postfix/smtpd[123"."""
     if isinstance(key, bytes):
         return key.partition(b" ")[0] if b" " in key else b""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone as dt_timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Optional
 
 try:
@@ -65,7 +65,7 @@ def load_zone(name: str | None) -> tzinfo | None:
     if not name:
         return None
     if name.upper() in ("UTC", "Z"):
-        return dt_timezone.utc
+        return UTC
     if ZoneInfo is None:  # pragma: no cover
         raise TimestampError("timezone support needs Python's zoneinfo module")
     try:
@@ -81,16 +81,18 @@ def parse_iso(value: str, *, zone: tzinfo | None) -> float:
         text = text[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise TimestampError(f"{value!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None and zone is not None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.timestamp()
+        if moment.tzinfo is None and zone is not None:
+            moment = moment.replace(tzinfo=zone)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
+        raise TimestampError(
+            f"{value!r} is not an ISO 8601 time such as 2026-12-03T16:30:00+09:00"
+        ) from None
 
 
 def format_epoch(epoch: float, *, zone: tzinfo | None) -> str:
     """ISO 8601 text of an epoch, with offset, in `zone` (local time when None)."""
-    moment = datetime.fromtimestamp(epoch, tz=zone or dt_timezone.utc)
+    moment = datetime.fromtimestamp(epoch, tz=zone or UTC)
     if zone is None:
         moment = moment.astimezone()
     return moment.isoformat(timespec="seconds" if epoch == int(epoch) else "milliseconds")
@@ -122,9 +124,9 @@ class TimestampParser:
         self._cache: dict[bytes, Optional[float]] = {}
         anchor = now if now is not None else reference
         self._anchor_year = (
-            datetime.fromtimestamp(anchor, tz=zone or dt_timezone.utc).year
+            datetime.fromtimestamp(anchor, tz=zone or UTC).year
             if anchor is not None
-            else datetime.now(tz=zone or dt_timezone.utc).year
+            else datetime.now(tz=zone or UTC).year
         )
 
     def __call__(self, stamp: bytes) -> float | None:
@@ -199,7 +201,7 @@ class TimestampParser:
 
 
 def _wallclock() -> float:
-    return datetime.now(tz=dt_timezone.utc).timestamp()
+    return datetime.now(tz=UTC).timestamp()
 
 
 __all__ = [

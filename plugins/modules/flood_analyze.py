@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
@@ -86,13 +85,17 @@ options:
         type: str
         required: true
       min_duration:
-        description: Seconds (or a number with s, m, h, d) a session must last to count.
+        description:
+          - Seconds (or a number with s, m, h, d) a session must last to count; V(0) counts
+            every session.
+          - Required, like O(rules[].min_sessions), so that a rule of only a name cannot select
+            every source that sent one session.
         type: raw
-        default: 0
+        required: true
       min_sessions:
         description: How many such sessions a source needs, at least 1.
         type: int
-        default: 1
+        required: true
       min_risk:
         description: Risk in percent the source needs.
         type: float
@@ -307,8 +310,8 @@ ARGUMENT_SPEC = dict(
         elements="dict",
         options=dict(
             name=dict(type="str", required=True),
-            min_duration=dict(type="raw", default=0),
-            min_sessions=dict(type="int", default=1),
+            min_duration=dict(type="raw", required=True),
+            min_sessions=dict(type="int", required=True),
             min_risk=dict(type="float", default=0.0),
         ),
     ),
@@ -319,7 +322,9 @@ ARGUMENT_SPEC = dict(
     dnsbl_zones=dict(
         type="list",
         elements="dict",
-        options=dict(zone=dict(type="str", required=True), weight=dict(type="float", default=100.0)),
+        options=dict(
+            zone=dict(type="str", required=True), weight=dict(type="float", default=100.0)
+        ),
     ),
     dnsbl_nameservers=dict(type="list", elements="str"),
     dnsbl_port=dict(type="int", default=53),
@@ -332,7 +337,10 @@ ARGUMENT_SPEC = dict(
 def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
-        required_if=[("risk_source", "file", ("risk_file",)), ("risk_source", "dnsbl", ("dnsbl_zones",))],
+        required_if=[
+            ("risk_source", "file", ("risk_file",)),
+            ("risk_source", "dnsbl", ("dnsbl_zones",)),
+        ],
         supports_check_mode=True,
     )
     params = module.params

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._analyze import AnalysisError
 from support.logs import NOW, PostfixLog, by_source, run_analysis, write_bytes
 
@@ -176,10 +177,10 @@ def test_empty_file_with_now_gives_empty_counts(tmp_path):
         pytest.param(
             b"",
             {"format": "postfix", "now": None},
-            "no line with a readable timestamp",
+            "the log files are empty",
             id="empty-without-now",
         ),
-        pytest.param(b"", {}, "could not recognise the log format", id="empty-format-auto"),
+        pytest.param(b"", {"now": None}, "the log files are empty", id="empty-format-auto"),
         pytest.param(
             JUNK + b"\n" + JUNK,
             {"format": "postfix", "now": None},
@@ -197,11 +198,84 @@ def test_file_with_nothing_to_read_fails_naming_it(tmp_path, data, options, mess
     assert str(path) in str(caught.value)
 
 
-def test_file_of_junk_with_now_counts_every_line_skipped(tmp_path):
+def test_file_of_junk_with_now_fails_instead_of_an_all_clear(tmp_path):
     path = write_bytes(tmp_path / "mail.log", b"\n".join([JUNK, b"\x00" * 100, b"", b"x" * 300]))
+
+    with pytest.raises(AnalysisError, match="none of the 4 lines of .* could be read"):
+        run_analysis(path, format="postfix")
+
+
+# What a skewed clock, a stale log or a wrong option must not do.
+
+
+def test_one_skewed_line_at_the_end_does_not_move_the_check(tmp_path):
+    log = PostfixLog()
+    log.sessions("203.0.113.9", 45, start=NOW - 600, duration=25, spacing=2)
+    log.raw(NOW + 1, "2027-06-01T10:00:00+00:00 mx9 postfix/pickup[1]: 1A2B3C: uid=0 from=<root>")
+    path = log.write(tmp_path / "mail.log", mtime=NOW + 5)
+
+    result = run_analysis(path, now=None)
+
+    assert result["stats"]["window_end"] == "2026-12-03T09:51:53+00:00"  # the newest real line
+    assert "203.0.113.9" in by_source(result)
+
+
+def test_one_line_dated_three_weeks_ahead_does_not_hide_the_flood(tmp_path):
+    log = PostfixLog()
+    log.sessions("203.0.113.9", 45, start=NOW - 600, duration=25, spacing=2)
+    log.raw(NOW + 1, "Dec 25 10:00:00 mx9 postfix/pickup[1]: 1A2B3C: uid=0 from=<root>")
+    path = log.write(tmp_path / "mail.log", mtime=NOW + 5)
+
+    result = run_analysis(path, now=None)
+
+    assert result["stats"]["after_now"] == 0
+    assert "203.0.113.9" in by_source(result)
+
+
+def test_open_sessions_do_not_run_on_past_a_stale_log(tmp_path):
+    log = PostfixLog()
+    log.session("203.0.113.9", start=NOW - 100, duration=None)
+    log.session("192.0.2.1", start=NOW - 50, duration=10)
+    path = log.write(tmp_path / "mail.log")
     warnings: list[str] = []
 
-    result = run_analysis(path, format="postfix", warnings=warnings)
+    result = run_analysis(path, now="2026-12-04T10:00:00+00:00", warnings=warnings)
 
-    assert (result["stats"]["lines"], result["stats"]["skipped"]) == (4, 4)
-    assert warnings == ["skipped 4 of 4 log lines that could not be parsed"]
+    slow = by_source(result)["203.0.113.9"]
+    assert slow["longest_session"] == 60  # up to the newest line, not a day
+    assert any("before now" in warning for warning in warnings)
+
+
+def test_open_sessions_count_their_age_at_now_shortly_after_the_last_line(tmp_path):
+    log = PostfixLog()
+    log.session("203.0.113.9", start=NOW - 300, duration=None)
+    log.session("192.0.2.1", start=NOW - 200, duration=10)
+    path = log.write(tmp_path / "mail.log")
+
+    result = run_analysis(path)
+
+    assert by_source(result)["203.0.113.9"]["longest_session"] == 300
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"paths_override": []}, "paths is empty"),
+        ({"window": "0"}, "window must be more than 0 s"),
+        ({"window": "999999999999d"}, "at most 366 days"),
+        ({"trigger_occupancy": float("nan")}, "trigger_occupancy must be a percentage"),
+        ({"alert_occupancy": -1.0}, "alert_occupancy must be a percentage"),
+        ({"unknown_risk": 500.0}, "unknown_risk must be from 0 to 100"),
+        ({"postscreen_threshold": 0}, "postscreen_threshold must be at least 1"),
+        ({"year": 0}, "year must be a year"),
+        ({"now": "0001-01-01T00:00:00"}, "now must lie between 1971 and 9998"),
+    ],
+)
+def test_meaningless_options_are_refused_before_reading(tmp_path, options, message):
+    written = PostfixLog()
+    written.session("192.0.2.1", start=NOW - 10, duration=5)
+    log_path = written.write(tmp_path / "mail.log")
+    paths = options.pop("paths_override", [log_path])
+
+    with pytest.raises((AnalysisError, ValueError), match=message):
+        run_analysis(*paths, **options)
