@@ -83,6 +83,11 @@ class SessionBook:
             self.counts["ended_unknown"] += 1
             end = session[_TENTATIVE] if session[_TENTATIVE] is not None else session[_LAST]
             self._end(session[_START], end, session[_SOURCE])
+        # After the gap the host's log starts afresh: a disconnect whose connect was lost
+        # began at the earliest where reading resumed, not at the host's first line.
+        for host in hosts:
+            self.host_start.pop(host, None)
+        self._keys_placed = {key for key in self._keys_placed if host_of(key) not in hosts}
         return len(broken)
 
     def evidence(self, key: Hashable, when: float, *, ending: bool = False) -> None:

@@ -235,3 +235,27 @@ def test_open_log_closes_the_file_it_opened(tmp_path, compress):
     handle.close()
 
     assert raw.closed
+
+
+def test_sessions_open_where_a_gzip_breaks_off_do_not_pair_across_the_gap(tmp_path):
+    # Slow sessions on pids 1..60 run through the damaged part; the live file reuses the
+    # same pids for short sessions. Pairing across the gap would make them 5-minute sessions.
+    older = PostfixLog(first_pid=0)
+    for pid in range(1, 61):
+        older.connect(NOW - 900 + pid, "203.0.113.7", pid=pid)
+    older.sessions("192.0.2.1", 3000, start=NOW - 840, duration=1, spacing=0.1)
+    data = gzip.compress(older.data())
+    (tmp_path / "mail.log.1.gz").write_bytes(data[: len(data) // 3])
+    live = PostfixLog(first_pid=0)
+    for pid in range(1, 61):
+        live.disconnect(NOW - 300 + pid, "203.0.113.7", pid=pid)
+    live.write(tmp_path / "mail.log")
+    warnings: list[str] = []
+
+    result = run_analysis(
+        tmp_path / "mail.log.1.gz", tmp_path / "mail.log", format="postfix", warnings=warnings
+    )
+
+    assert result["stats"]["ended_unknown"] >= 60
+    assert by_source(result)["203.0.113.7"]["longest_session"] < 200
+    assert any("broke off" in warning for warning in warnings)
