@@ -1,0 +1,345 @@
+"""Faults in the lab, with nothing lost: the cycle through a real bastion to a real IPS.
+
+One lab (tools/lab/lab.py) serves the module: namespaces, sshd on the bastion, the gateway
+and the IPS, Postfix, nftables and DNS. Legitimate mail makes the log; the cycles here are
+forced with a rule that every sender matches, so that each run would change the block list
+if it got that far. The lab is torn down by PID and namespace name whatever happens.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._analyze import (
+    Settings,
+    analyze,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB_PY = ROOT / "tools" / "lab" / "lab.py"
+TRAFFIC_PY = ROOT / "tools" / "lab" / "traffic.py"
+BIN = Path(sys.executable).parent
+LAB_ENV = {
+    "SMTPGUARD_LAB_DIR": "/run/smtpguard-lab-tests",
+    "SMTPGUARD_LAB_PREFIX": "sglt",
+    "SMTPGUARD_LAB_NUMBER": "21",
+}
+FORCED = json.dumps(
+    {
+        "analyze_force": True,
+        "analyze_rules": [{"name": "any", "min_duration": 0, "min_sessions": 1, "min_risk": 0}],
+    }
+)
+LEGIT = {"192.0.2.10", "192.0.2.11", "192.0.2.12", "192.0.2.13"}
+
+
+def env() -> dict[str, str]:
+    return {
+        **os.environ,
+        **LAB_ENV,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".collections"),
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+    }
+
+
+def lab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(LAB_PY), *args],
+        env=env(),
+        text=True,
+        capture_output=True,
+        check=check,
+        timeout=120,
+    )
+
+
+class Lab:
+    def __init__(self) -> None:
+        self.dir = Path(LAB_ENV["SMTPGUARD_LAB_DIR"])
+        self.facts = json.loads((self.dir / "lab.json").read_text())["facts"]
+
+    def ns(self, host: str) -> str:
+        return self.facts["namespaces"][host]
+
+    def legit_mail(self, seconds: float = 6) -> dict:
+        done = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns("internet"),
+                sys.executable,
+                str(TRAFFIC_PY),
+                "attack",
+                "--legit-only",
+                "--duration",
+                str(seconds),
+            ],
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=seconds + 60,
+        )
+        return json.loads(done.stdout)
+
+    def playbook(self, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "ansible-playbook"), "-i", str(ROOT / "inventory" / "lab"), playbook, *args],
+            cwd=ROOT,
+            env=env(),
+            text=True,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+
+    def cycle(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.playbook(str(ROOT / "playbooks" / "mitigate.yml"), "-e", FORCED, *args)
+
+    def state(self) -> dict[str, bytes]:
+        """Every file of the block list state, by path."""
+        state = self.dir / "controller" / "state"
+        return {str(p): p.read_bytes() for p in sorted(state.rglob("*")) if p.is_file()}
+
+    def blocked(self) -> str:
+        """The IPS's set, read in its namespace (not through the cycle's own connection)."""
+        return subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns("ips"),
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "smtpguard",
+                "blocked_v4",
+            ],
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout
+
+    def is_blocked(self, address: str) -> bool:
+        """Whether the IPS's set covers `address` (auto-merge stores neighbours as ranges)."""
+        return (
+            subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.ns("ips"),
+                    "nft",
+                    "get",
+                    "element",
+                    "inet",
+                    "smtpguard",
+                    "blocked_v4",
+                    "{",
+                    address,
+                    "}",
+                ],
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        )
+
+    def rotate(self) -> None:
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns("gateway"),
+                "postfix",
+                "-c",
+                str(self.dir / "gateway" / "etc"),
+                "logrotate",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def the_lab():
+    lab("down", check=False)  # a lab left over by an interrupted run
+    try:
+        lab("up")
+        built = Lab()
+        built.legit_mail()
+        yield built
+    finally:
+        lab("down", check=False)
+
+
+@pytest.fixture
+def sshd(the_lab):
+    """Stop an sshd of the lab for one test; it runs again afterwards whatever happens."""
+    stopped: list[str] = []
+
+    def stop(name: str) -> None:
+        lab("stop", name)
+        stopped.append(name)
+
+    yield stop
+    for name in stopped:
+        lab("restart", name)
+    if stopped:
+        lab("status")  # raises if the lab's record is gone
+
+
+def connects(namespace: str | None, address: str, port: int) -> bool:
+    """Whether a TCP connection from `namespace` (None: this host) reaches address:port."""
+    probe = f"import socket; socket.create_connection(({address!r}, {port}), timeout=2)"
+    prefix = [] if namespace is None else ["ip", "netns", "exec", namespace]
+    done = subprocess.run([*prefix, sys.executable, "-c", probe], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("target", ["ips_outside", "gateway"])
+def test_the_internet_reaches_no_sshd(the_lab, target):
+    assert not connects(the_lab.ns("internet"), the_lab.facts[target], 22)
+
+
+def test_the_controller_reaches_the_management_side_only_through_the_bastion(the_lab):
+    # Checked on routes, not with packets: a packet to an address without a lab route would
+    # leave this host.
+    link = f"{the_lab.facts['prefix']}-ctl"
+    routes = {
+        target: subprocess.run(
+            ["ip", "-o", "route", "get", the_lab.facts[target]], text=True, capture_output=True
+        ).stdout
+        for target in ("bastion", "gateway_mgmt", "ips_mgmt")
+    }
+    forwarding = subprocess.run(
+        ["ip", "netns", "exec", the_lab.ns("bastion"), "sysctl", "-n", "net.ipv4.ip_forward"],
+        text=True, capture_output=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+    assert f"dev {link} " in routes["bastion"]
+    assert f"dev {link} " not in routes["gateway_mgmt"]
+    assert f"dev {link} " not in routes["ips_mgmt"]
+    assert forwarding == "0"
+    assert connects(None, the_lab.facts["bastion"], 22)
+
+
+def test_a_failed_build_removes_what_it_made(tmp_path):
+    taken = "sglf-campus"  # a namespace that exists already: the build fails there
+    subprocess.run(["ip", "netns", "add", taken], check=True)
+    try:
+        failed = subprocess.run(
+            [sys.executable, str(LAB_PY), "up", "--prefix", "sglf", "--number", "31",
+             "--dir", str(tmp_path / "lab")],
+            env=env(), text=True, capture_output=True, check=False,
+        )  # fmt: skip
+        namespaces = subprocess.run(["ip", "netns", "list"], text=True, capture_output=True)
+        links = subprocess.run(["ip", "-br", "link"], text=True, capture_output=True)
+    finally:
+        subprocess.run(["ip", "netns", "del", taken], check=False)
+
+    assert failed.returncode == 1
+    assert "ip netns add sglf-campus failed" in failed.stderr
+    assert [line for line in namespaces.stdout.splitlines() if line.startswith("sglf-")] == [taken]
+    assert "sglf-" not in links.stdout
+    assert not (tmp_path / "lab").exists()
+
+
+def test_bastion_down_is_a_clear_error_and_changes_nothing(the_lab, sshd):
+    state, blocked = the_lab.state(), the_lab.blocked()
+    sshd("sshd-bastion")
+
+    done = the_lab.cycle()
+
+    assert done.returncode != 0
+    assert "Cannot reach gw1.lab over SSH" in done.stdout
+    assert "bastion" in done.stdout
+    assert the_lab.state() == state
+    assert the_lab.blocked() == blocked
+
+
+def test_ips_unreachable_mid_cycle_changes_nothing_and_next_run_succeeds(the_lab, sshd):
+    state, blocked = the_lab.state(), the_lab.blocked()
+    sshd("sshd-ips")
+
+    failed = the_lab.cycle()
+
+    assert failed.returncode != 0
+    assert "ips1.lab" in failed.stdout and "UNREACHABLE" in failed.stdout
+    assert "gw1.lab: occupancy" in failed.stdout  # the gateway part of the cycle ran
+    assert the_lab.state() == state
+    assert the_lab.blocked() == blocked
+
+    lab("restart", "sshd-ips")
+    done = the_lab.cycle()
+
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert all(the_lab.is_blocked(address) for address in LEGIT)
+    assert the_lab.state() != state
+
+
+def test_rotation_between_runs_loses_and_doubles_no_session(the_lab):
+    fetch = str(ROOT / "tests" / "lab" / "fetch.yml")
+    first = the_lab.playbook(fetch)
+    assert first.returncode == 0, first.stdout[-3000:]
+
+    the_lab.legit_mail(4)  # lines the first fetch has not seen, then the rotation
+    the_lab.rotate()
+    the_lab.legit_mail(4)
+    second = the_lab.playbook(fetch)
+    assert second.returncode == 0, second.stdout[-3000:]
+
+    logs = Path(the_lab.facts["gateway_log"]).parent
+    copies = the_lab.dir / "controller" / "logs" / "gw1.lab"
+    rotated = sorted(logs.glob("mail.log.*.gz"))
+    assert rotated, "postfix logrotate left no compressed file"
+    for original in rotated:
+        copy = copies / original.name.removesuffix(".gz")
+        assert copy.read_bytes() == gzip.decompress(original.read_bytes())
+    live = (logs / "mail.log").read_bytes()
+    assert live.startswith((copies / "mail.log").read_bytes())
+
+    on_gateway = analyze(
+        Settings(paths=[str(logs / "mail.log*")], capacity=200, timezone="UTC", now=_newest(copies))
+    )
+    on_controller = analyze(
+        Settings(
+            paths=[str(copies / "mail.log*")], capacity=200, timezone="UTC", now=_newest(copies)
+        )
+    )
+    assert on_controller["stats"]["sessions"] == on_gateway["stats"]["sessions"] > 0
+    assert on_controller["stats"]["open_sessions"] == on_gateway["stats"]["open_sessions"]
+
+
+def _newest(copies: Path) -> str:
+    """The time of the newest line fetched, as ISO 8601 (the gateway's log is in UTC)."""
+    import datetime as dt
+
+    last = (copies / "mail.log").read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    stamp = dt.datetime.strptime(last[:15].decode(), "%b %d %H:%M:%S")
+    year = dt.datetime.now(dt.UTC).year
+    return stamp.replace(year=year, tzinfo=dt.UTC).isoformat()
+
+
+def test_remote_method_analyses_on_the_gateway_and_copies_no_log(the_lab):
+    copies = the_lab.dir / "controller" / "logs" / "gw1.lab"
+    before = sorted(copies.glob("*")) if copies.exists() else []
+
+    done = the_lab.playbook(
+        str(ROOT / "playbooks" / "mitigate.yml"), "--check", "-e", "fetch_logs_method=remote"
+    )
+
+    assert done.returncode == 0, done.stdout[-3000:]
+    analysis = done.stdout.split("TASK [campusnet.smtpguard.analyze : Analyse the gateway's")[1]
+    assert analysis.split("\n\n")[0].splitlines()[-1] == "ok: [gw1.lab]"  # not -> localhost
+    assert (sorted(copies.glob("*")) if copies.exists() else []) == before

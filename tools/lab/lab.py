@@ -1,0 +1,861 @@
+#!/usr/bin/env python3
+"""Build and tear down the smtpguard lab: a campus mail path in network namespaces.
+
+Needs root. Commands:
+
+    python3 tools/lab/lab.py up        # build the lab, print its address plan (about 5 s)
+    python3 tools/lab/lab.py down      # stop every daemon by PID, delete the namespaces
+    python3 tools/lab/lab.py status    # what runs, by PID
+    python3 tools/lab/lab.py attack    # run the five attack kinds + legitimate mail (bounded)
+    python3 tools/lab/lab.py probe     # per source: does it still get a 220? mail at campus?
+
+The lab directory (default /run/smtpguard-lab, or $SMTPGUARD_LAB_DIR) holds every file of
+the run: keys, known_hosts, ssh_config, daemon configurations, logs and lab.json, the record
+of what was created (namespaces, PIDs, links) that `down` works from. Namespaces are named
+`<prefix>-internet`, `-ips`, `-gateway`, `-campus`, `-bastion` (prefix `sgl1` unless --prefix).
+
+    controller (this host) ──10.231.N.0/30── bastion (sshd, DNS) ──mgmt── gateway, ips (sshd)
+    internet (senders) ──100.64.N.0/30── ips (router, nftables) ──198.51.100.24/29── gateway
+    gateway (Postfix + postscreen) ──10.233.N.0/30── campus (Postfix, a 421 host)
+
+Traffic stays inside the namespaces; the only address on this host is the controller's end
+of its link to the bastion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+LOG = logging.getLogger("smtpguard.lab")
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+SAMPLE = ROOT / "tools" / "sample"
+DEFAULT_DIR = Path(os.environ.get("SMTPGUARD_LAB_DIR", "/run/smtpguard-lab"))
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TZ": "UTC", "LANG": "C"}
+HOSTS = ("internet", "ips", "gateway", "campus", "bastion")
+
+GATEWAY = "198.51.100.25"  # the gateway's public address (the sample driver's target)
+IPS_DMZ = "198.51.100.30"
+CAPACITY = 200  # default_process_limit: the most smtpd sessions the gateway holds
+DNSBL_REPLY = "127.0.0.2"
+
+
+class LabError(Exception):
+    """A step of the lab failed; the message names it and what to do."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every name and address of one lab; `number` keeps two labs' host links apart."""
+
+    prefix: str
+    number: int
+    directory: Path
+
+    def ns(self, host: str) -> str:
+        return f"{self.prefix}-{host}"
+
+    @property
+    def controller(self) -> str:
+        return f"10.231.{self.number}.1"
+
+    @property
+    def bastion(self) -> str:
+        return f"10.231.{self.number}.2"
+
+    @property
+    def bastion_mgmt(self) -> str:
+        return f"10.232.{self.number}.1"
+
+    @property
+    def gateway_mgmt(self) -> str:
+        return f"10.232.{self.number}.2"
+
+    @property
+    def bastion_mgmt_ips(self) -> str:
+        return f"10.232.{self.number}.5"
+
+    @property
+    def ips_mgmt(self) -> str:
+        return f"10.232.{self.number}.6"
+
+    @property
+    def internet_uplink(self) -> str:
+        return f"100.64.{self.number}.1"
+
+    @property
+    def ips_outside(self) -> str:
+        return f"100.64.{self.number}.2"
+
+    @property
+    def gateway_inside(self) -> str:
+        return f"10.233.{self.number}.1"
+
+    @property
+    def campus_mx(self) -> str:
+        return f"10.233.{self.number}.2"
+
+    @property
+    def campus_nomail(self) -> str:
+        return f"10.233.{self.number}.3"
+
+    @property
+    def record(self) -> Path:
+        return self.directory / "lab.json"
+
+    def facts(self) -> dict[str, object]:
+        """What the inventory, the tests and the traffic tools read from lab.json."""
+        return {
+            "prefix": self.prefix,
+            "number": self.number,
+            "namespaces": {host: self.ns(host) for host in HOSTS},
+            "controller": self.controller,
+            "bastion": self.bastion,
+            "dns": self.bastion,
+            "gateway": GATEWAY,
+            "gateway_mgmt": self.gateway_mgmt,
+            "ips_mgmt": self.ips_mgmt,
+            "ips_outside": self.ips_outside,
+            "campus_mx": self.campus_mx,
+            "campus_nomail": self.campus_nomail,
+            "capacity": CAPACITY,
+            "ssh_config": str(self.directory / "ssh_config"),
+            "gateway_log": str(self.directory / "gateway" / "log" / "mail.log"),
+            "campus_log": str(self.directory / "campus" / "log" / "mail.log"),
+        }
+
+
+# --- Recording what was made, so that `down` undoes exactly that ----------------------------
+
+
+class Record:
+    """lab.json: rewritten after every step, read by `down` even after a failed `up`."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.data: dict = {
+            "facts": plan.facts(),
+            "namespaces": [],
+            "pids": {},
+            "links": [],
+            "netns_dirs": [],
+            "complete": False,
+        }
+
+    @classmethod
+    def load(cls, directory: Path) -> Record | None:
+        try:
+            data = json.loads((directory / "lab.json").read_text())
+        except (OSError, ValueError):
+            return None
+        facts = data["facts"]
+        record = cls(Plan(facts["prefix"], facts["number"], directory))
+        record.data = data
+        return record
+
+    def add(self, kind: str, value: object, key: str | None = None) -> None:
+        if key is None:
+            self.data[kind].append(value)
+        else:
+            self.data[kind][key] = value
+        self.save()
+
+    def save(self) -> None:
+        self.plan.directory.mkdir(parents=True, exist_ok=True)
+        temporary = self.plan.record.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.data, indent=2) + "\n")
+        temporary.replace(self.plan.record)
+
+
+def run(command: Sequence[str], *, check: bool = True, input: str | None = None) -> str:
+    done = subprocess.run(
+        list(command), capture_output=True, text=True, env=ENV, input=input, check=False
+    )
+    if check and done.returncode != 0:
+        raise LabError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def in_ns(namespace: str, *command: str, check: bool = True, input: str | None = None) -> str:
+    return run(["ip", "netns", "exec", namespace, *command], check=check, input=input)
+
+
+def start(record: Record, name: str, namespace: str, command: Sequence[str]) -> int:
+    """Start a daemon in the foreground inside a namespace; its PID goes into the record."""
+    log = record.plan.directory / "logs" / f"{name}.log"
+    log.parent.mkdir(exist_ok=True)
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, *command],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+            start_new_session=True,
+        )
+    record.add("pids", {"pid": process.pid, "program": Path(command[0]).name}, key=name)
+    return process.pid
+
+
+def wait_until(what: str, test, *, timeout: float = 15.0, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not test():
+        if time.monotonic() > deadline:
+            hint = f"; see {log}" if log else ""
+            raise LabError(f"{what} did not happen within {timeout:.0f} s{hint}")
+        time.sleep(0.1)
+
+
+# --- Stopping by PID -------------------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    if state == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
+
+
+def program_of(pid: int) -> str:
+    try:
+        return Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def stop_pid(pid: int, program: str, *, grace: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL, one process, if it is still the program we started."""
+    if not alive(pid) or program not in program_of(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pid):
+        if time.monotonic() > deadline:
+            LOG.warning("%s (pid %d) ignored SIGTERM; killing it", program, pid)
+            os.kill(pid, signal.SIGKILL)
+            deadline = float("inf")
+        time.sleep(0.1)
+    return True
+
+
+# --- Building ----------------------------------------------------------------------------------
+
+
+def link(record: Record, left: tuple[str | None, str, str], right: tuple[str, str, str]) -> None:
+    """A veth pair: (namespace or None for this host, interface, address/prefix) each side."""
+    (left_ns, left_if, left_addr), (right_ns, right_if, right_addr) = left, right
+    run(["ip", "link", "add", left_if, "type", "veth", "peer", "name", right_if, "netns", right_ns])
+    if left_ns is None:
+        record.add("links", left_if)
+    else:
+        run(["ip", "link", "set", left_if, "netns", left_ns])
+    for namespace, interface, address in (
+        (left_ns, left_if, left_addr),
+        (right_ns, right_if, right_addr),
+    ):
+        prefix = [] if namespace is None else ["-n", namespace]
+        run(["ip", *prefix, "addr", "add", address, "dev", interface])
+        run(["ip", *prefix, "link", "set", interface, "up"])
+
+
+def build_network(record: Record, senders: Sequence[str]) -> None:
+    plan = record.plan
+    for host in HOSTS:
+        run(["ip", "netns", "add", plan.ns(host)])
+        record.add("namespaces", plan.ns(host))
+        run(["ip", "-n", plan.ns(host), "link", "set", "lo", "up"])
+
+    link(
+        record,
+        (None, f"{plan.prefix}-ctl", f"{plan.controller}/30"),
+        (plan.ns("bastion"), "ctl0", f"{plan.bastion}/30"),
+    )
+    link(
+        record,
+        (plan.ns("bastion"), "mgmt-gw", f"{plan.bastion_mgmt}/30"),
+        (plan.ns("gateway"), "mgmt0", f"{plan.gateway_mgmt}/30"),
+    )
+    link(
+        record,
+        (plan.ns("bastion"), "mgmt-ips", f"{plan.bastion_mgmt_ips}/30"),
+        (plan.ns("ips"), "mgmt0", f"{plan.ips_mgmt}/30"),
+    )
+    link(
+        record,
+        (plan.ns("internet"), "up0", f"{plan.internet_uplink}/30"),
+        (plan.ns("ips"), "out0", f"{plan.ips_outside}/30"),
+    )
+    link(
+        record,
+        (plan.ns("ips"), "dmz0", f"{IPS_DMZ}/29"),
+        (plan.ns("gateway"), "dmz0", f"{GATEWAY}/29"),
+    )
+    link(
+        record,
+        (plan.ns("gateway"), "campus0", f"{plan.gateway_inside}/30"),
+        (plan.ns("campus"), "gw0", f"{plan.campus_mx}/30"),
+    )
+    run(["ip", "-n", plan.ns("campus"), "addr", "add", f"{plan.campus_nomail}/32", "dev", "gw0"])
+
+    # The senders: every address on the internet side's uplink, routed to the IPS.
+    for address in senders:
+        run(["ip", "-n", plan.ns("internet"), "addr", "add", f"{address}/32", "dev", "up0"])
+    run(["ip", "-n", plan.ns("internet"), "route", "add", "default", "via", plan.ips_outside])
+    run(["ip", "-n", plan.ns("gateway"), "route", "add", "default", "via", IPS_DMZ])
+    run(["ip", "-n", plan.ns("campus"), "route", "add", "default", "via", plan.gateway_inside])
+    run(["ip", "-n", plan.ns("ips"), "route", "add", "default", "via", plan.internet_uplink])
+    in_ns(plan.ns("ips"), "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+
+def write_keys(plan: Plan) -> None:
+    """A client key for this run; authorized on the bastion, the gateway and the IPS."""
+    keys = plan.directory / "keys"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            f"smtpguard-lab-{plan.prefix}",
+            "-f",
+            str(keys / "id_ed25519"),
+        ]
+    )
+    shutil.copyfile(keys / "id_ed25519.pub", keys / "authorized_keys")
+
+
+SSHD_CONFIG = """\
+# sshd of the lab's {name}, written by tools/lab/lab.py.
+ListenAddress {listen}
+HostKey {directory}/ssh_host_ed25519_key
+PidFile {directory}/sshd.pid
+AuthorizedKeysFile {keys}/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowTcpForwarding {forwarding}
+X11Forwarding no
+PrintMotd no
+Subsystem sftp /usr/lib/openssh/sftp-server
+"""
+
+
+def start_sshd(record: Record, name: str, *, listen: str, forwarding: bool) -> str:
+    plan = record.plan
+    directory = plan.directory / "ssh" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            str(directory / "ssh_host_ed25519_key"),
+        ]
+    )
+    config = directory / "sshd_config"
+    config.write_text(
+        SSHD_CONFIG.format(
+            name=name,
+            listen=listen,
+            directory=directory,
+            keys=plan.directory / "keys",
+            forwarding="yes" if forwarding else "no",
+        )
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    start(record, f"sshd-{name}", plan.ns(name), ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)])
+    return (directory / "ssh_host_ed25519_key.pub").read_text().split(" ")[:2]
+
+
+def write_ssh_client(plan: Plan, host_keys: dict[str, tuple[str, list[str]]]) -> None:
+    """ssh_config and known_hosts: the gateway and the IPS only through the bastion."""
+    ssh = plan.directory / "ssh"
+    known = [f"{alias},{address} {' '.join(key)}" for alias, (address, key) in host_keys.items()]
+    (ssh / "known_hosts").write_text("\n".join(known) + "\n")
+    keys = plan.directory / "keys"
+    hops = {
+        "bastion": (plan.bastion, None),
+        "gw1": (plan.gateway_mgmt, "bastion"),
+        "ips1": (plan.ips_mgmt, "bastion"),
+    }
+    out = [f"# ssh client settings of the lab {plan.prefix}, written by tools/lab/lab.py.", ""]
+    for alias, (address, jump) in hops.items():
+        out += [f"Host {alias} {address}", f"  HostName {address}"]
+        if jump:
+            out.append(f"  ProxyJump {jump}")
+        out.append("")
+    out += [
+        "Host *",
+        "  User root",
+        f"  IdentityFile {keys / 'id_ed25519'}",
+        "  IdentitiesOnly yes",
+        f"  UserKnownHostsFile {ssh / 'known_hosts'}",
+        "  GlobalKnownHostsFile /dev/null",
+        "  StrictHostKeyChecking yes",
+        "  BatchMode yes",
+        "  ControlMaster no",
+        "  ControlPath none",
+        "  ConnectTimeout 5",
+        "  KexAlgorithms curve25519-sha256",  # the post-quantum default costs ~0.2 s a hop
+        "  ServerAliveInterval 5",
+        "  ServerAliveCountMax 2",
+    ]
+    (plan.directory / "ssh_config").write_text("\n".join(out) + "\n")
+
+
+def zone_records(plan: Plan) -> list[str]:
+    """dnsmasq lines: PTR (confirmed, unconfirmed, none) and the DNSBL zones."""
+    from tools.lab import traffic
+
+    lines = []
+    for source in traffic.lab_sources():
+        if source.ptr and source.ptr_target == source.address:
+            lines.append(f"host-record={source.ptr},{source.address}")
+        elif source.ptr:
+            lines.append(f"ptr-record={traffic.reverse_name(source.address)},{source.ptr}")
+            if source.ptr_target:
+                lines.append(f"address=/{source.ptr}/{source.ptr_target}")
+        for zone in traffic.dnsbl_zones_of(source.rank):
+            lines.append(
+                f"host-record={traffic.dnsbl_query_name(source.address, zone)},{DNSBL_REPLY}"
+            )
+    lines.append(f"host-record=gw1.campus.example,{GATEWAY}")
+    lines.append(f"host-record=mx.campus.example,{plan.campus_mx}")
+    return lines
+
+
+def start_dns(record: Record) -> None:
+    plan = record.plan
+    directory = plan.directory / "dns"
+    directory.mkdir(exist_ok=True)
+    config = directory / "dnsmasq.conf"
+    config.write_text(
+        "\n".join(
+            [
+                "# The lab's DNS: PTR, forward and DNSBL records; nothing is forwarded.",
+                "port=53",
+                f"listen-address={plan.bastion},{plan.bastion_mgmt}",
+                "bind-interfaces",
+                "no-resolv",
+                "no-hosts",
+                "no-poll",
+                *(f"local=/{suffix}/" for suffix in ("example", "jp", "com", "net", "org", "arpa")),
+                *zone_records(plan),
+            ]
+        )
+        + "\n"
+    )
+    start(
+        record,
+        "dns",
+        plan.ns("bastion"),
+        [
+            "/usr/sbin/dnsmasq",
+            "--keep-in-foreground",
+            "--log-facility=-",
+            f"--conf-file={config}",
+            f"--pid-file={directory / 'dnsmasq.pid'}",
+        ],
+    )
+
+    netns = Path("/etc/netns") / plan.ns("gateway")
+    netns.mkdir(parents=True, exist_ok=True)
+    record.add("netns_dirs", str(netns))
+    (netns / "resolv.conf").write_text(f"nameserver {plan.bastion_mgmt}\n")
+
+
+MAIN_CF = """\
+# main.cf of the lab's {role}, written by tools/lab/lab.py; nothing runs chrooted.
+compatibility_level = 3.6
+queue_directory = {directory}/spool
+data_directory = {directory}/lib
+maillog_file = {directory}/log/mail.log
+maillog_file_prefixes = {directory}/log
+maillog_file_compressor = gzip
+myhostname = {hostname}
+mydomain = campus.example
+inet_interfaces = {listen}
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_peername_lookup = no
+smtpd_banner = $myhostname ESMTP
+in_flow_delay = 0s
+biff = no
+alias_maps =
+alias_database =
+"""
+
+GATEWAY_CF = """\
+# The gateway: relays campus.example to the campus server, scores sources against the DNSBL.
+mydestination =
+local_recipient_maps =
+relay_domains = campus.example, nomail.campus.example
+relay_recipient_maps =
+transport_maps = inline:{{campus.example=smtp:[{mx}]:25, nomail.campus.example=smtp:[{nomail}]:25}}
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+default_process_limit = {capacity}
+# A stalled client (its packets dropped by the IPS) frees its session after this long.
+smtpd_timeout = 20s
+postscreen_greet_wait = 1s
+postscreen_greet_action = ignore
+postscreen_dnsbl_sites = dnsbl.example*3, dnsbl2.example*2
+postscreen_dnsbl_threshold = 2
+postscreen_dnsbl_action = ignore
+postscreen_cache_map = btree:$data_directory/postscreen_cache
+queue_run_delay = 30s
+minimal_backoff_time = 30s
+maximal_backoff_time = 60s
+"""
+
+CAMPUS_CF = """\
+# The campus server: accepts campus.example and discards it (counted in its log).
+mydestination = campus.example
+local_recipient_maps =
+local_transport = discard:campus
+default_process_limit = 200
+"""
+
+
+def start_postfix(record: Record, role: str, *, listen: str, hostname: str, extra: str) -> None:
+    plan = record.plan
+    directory = plan.directory / role
+    etc = directory / "etc"
+    shutil.copytree("/etc/postfix", etc, symlinks=True, dirs_exist_ok=True)
+    for folder in ("spool", "lib", "log"):
+        (directory / folder).mkdir(mode=0o755, exist_ok=True)
+    shutil.chown(directory / "lib", "postfix", "postfix")
+    (directory / "lib").chmod(0o700)
+    directory.chmod(0o755)
+    plan.directory.chmod(0o755)
+    main = MAIN_CF.format(role=role, directory=directory, hostname=hostname, listen=listen)
+    (etc / "main.cf").write_text(main + extra)
+    master = (SAMPLE / "master.cf.in").read_text()
+    if role != "gateway":
+        master = master.replace(
+            "smtp      inet  n       -       n       -       1       postscreen",
+            "smtp      inet  n       -       n       -       -       smtpd",
+        )
+    (etc / "master.cf").write_text(
+        master.replace("rendered by make_sample.py", "written by tools/lab/lab.py")
+    )
+
+    in_ns(plan.ns(role), "postfix", "-c", str(etc), "start")
+    pid_file = directory / "spool" / "pid" / "master.pid"
+    wait_until(f"Postfix on the {role} writing {pid_file}", pid_file.exists, log=directory / "log")
+    pid = int(pid_file.read_text().split()[0])
+    record.add("pids", {"pid": pid, "program": "master"}, key=f"postfix-{role}")
+    log = directory / "log" / "mail.log"
+    wait_until(
+        f"Postfix on the {role} logging its start",
+        lambda: log.exists() and b"daemon started" in log.read_bytes(),
+        log=log,
+    )
+
+
+IPS_NFT = """\
+# The IPS: a named set of blocked sources, dropped on TCP 25 in the forward path.
+# smtpguard's push (push_blocklist, platform nftables) replaces the set's contents.
+table inet smtpguard {
+	set blocked_v4 {
+		type ipv4_addr
+		flags interval
+		auto-merge
+	}
+	set blocked_v6 {
+		type ipv6_addr
+		flags interval
+		auto-merge
+	}
+	chain smtp_drop {
+		type filter hook forward priority 0; policy accept;
+		ip saddr @blocked_v4 tcp dport 25 counter drop
+		ip6 saddr @blocked_v6 tcp dport 25 counter drop
+	}
+}
+"""
+
+
+def start_ips(record: Record) -> None:
+    plan = record.plan
+    directory = plan.directory / "ips"
+    directory.mkdir(exist_ok=True)
+    rules = directory / "base.nft"
+    rules.write_text(IPS_NFT)
+    in_ns(plan.ns("ips"), "nft", "-f", str(rules))
+
+
+def start_nomail(record: Record) -> None:
+    """A campus host that is no mail server: 421 to every connection (the 421 storm)."""
+    plan = record.plan
+    start(
+        record,
+        "nomail",
+        plan.ns("campus"),
+        [sys.executable, str(HERE / "traffic.py"), "nomail", "--listen", plan.campus_nomail],
+    )
+
+
+def up(plan: Plan) -> Record:
+    from tools.lab import traffic
+
+    if plan.record.exists():
+        raise LabError(f"{plan.record} exists: a lab runs there; run `lab.py down` first")
+    started = time.monotonic()
+    plan.directory.mkdir(parents=True, exist_ok=True)
+    record = Record(plan)
+    record.save()
+    try:
+        build_network(record, traffic.sender_addresses())
+        write_keys(plan)
+        host_keys = {
+            "bastion": (
+                plan.bastion,
+                start_sshd(record, "bastion", listen=plan.bastion, forwarding=True),
+            ),
+            "gw1": (
+                plan.gateway_mgmt,
+                start_sshd(record, "gateway", listen=plan.gateway_mgmt, forwarding=False),
+            ),
+            "ips1": (
+                plan.ips_mgmt,
+                start_sshd(record, "ips", listen=plan.ips_mgmt, forwarding=False),
+            ),
+        }
+        write_ssh_client(plan, host_keys)
+        start_dns(record)
+        start_ips(record)
+        start_postfix(
+            record, "campus", listen=plan.campus_mx, hostname="mx.campus.example", extra=CAMPUS_CF
+        )
+        start_postfix(
+            record,
+            "gateway",
+            listen=GATEWAY,
+            hostname="gw1.campus.example",
+            extra=GATEWAY_CF.format(
+                mx=plan.campus_mx, nomail=plan.campus_nomail, capacity=CAPACITY
+            ),
+        )
+        start_nomail(record)
+        (plan.directory / "controller").mkdir(exist_ok=True)
+        wait_for_ssh(plan)
+    except BaseException:
+        LOG.error("building the lab failed; tearing down what was made")
+        down(plan.directory)
+        raise
+    record.data["complete"] = True
+    record.data["build_seconds"] = round(time.monotonic() - started, 1)
+    record.save()
+    return record
+
+
+def wait_for_ssh(plan: Plan) -> None:
+    """The gateway and the IPS answer through the bastion."""
+    for alias in ("gw1", "ips1"):
+        deadline = time.monotonic() + 15
+        while True:
+            done = subprocess.run(
+                ["ssh", "-F", str(plan.directory / "ssh_config"), alias, "true"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"ssh to {alias} through the bastion fails: {done.stderr.strip()}")
+            time.sleep(0.3)
+
+
+# --- Tearing down ------------------------------------------------------------------------------
+
+
+def down(directory: Path) -> bool:
+    """Stop every recorded daemon by PID, delete the recorded namespaces and links."""
+    record = Record.load(directory)
+    if record is None:
+        return False
+    for name, entry in reversed(list(record.data["pids"].items())):
+        if stop_pid(entry["pid"], entry["program"], grace=15):
+            LOG.info("stopped %s (pid %d)", name, entry["pid"])
+    # Postfix's daemons outlive a master that is killed; any process left in our namespaces
+    # is ours (the namespaces were created by this lab), so stop those by PID too.
+    for namespace in record.data["namespaces"]:
+        pids = run(["ip", "netns", "pids", namespace], check=False).split()
+        for pid in map(int, pids):
+            stop_pid(pid, program_of(pid) or "?", grace=5)
+    for name in record.data["links"]:
+        run(["ip", "link", "del", name], check=False)
+    for namespace in record.data["namespaces"]:
+        run(["ip", "netns", "del", namespace], check=False)
+    for netns_dir in record.data["netns_dirs"]:
+        shutil.rmtree(netns_dir, ignore_errors=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    return True
+
+
+def status(directory: Path) -> dict:
+    record = Record.load(directory)
+    if record is None:
+        return {"running": False}
+    return {
+        "running": True,
+        "complete": record.data["complete"],
+        "daemons": {
+            name: {**entry, "alive": alive(entry["pid"])}
+            for name, entry in record.data["pids"].items()
+        },
+        **record.data["facts"],
+    }
+
+
+def stop_daemon(directory: Path, name: str) -> int:
+    """Stop one recorded daemon by PID (the fault tests: the bastion down)."""
+    record = Record.load(directory)
+    if record is None or name not in record.data["pids"]:
+        raise LabError(f"no daemon {name} recorded in {directory}/lab.json")
+    entry = record.data["pids"][name]
+    stop_pid(entry["pid"], entry["program"])
+    return entry["pid"]
+
+
+def restart_daemon(directory: Path, name: str) -> int:
+    """Start a stopped sshd again with its own configuration."""
+    record = Record.load(directory)
+    if record is None or not name.startswith("sshd-"):
+        raise LabError(f"only a recorded sshd restarts; got {name}")
+    entry = record.data["pids"].get(name)
+    if entry and alive(entry["pid"]) and program_of(entry["pid"]) == entry["program"]:
+        return entry["pid"]
+    host = name.removeprefix("sshd-")
+    config = directory / "ssh" / host / "sshd_config"
+    return start(
+        record, name, record.plan.ns(host), ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)]
+    )
+
+
+def attack_in_background(directory: Path, *, duration: float) -> str:
+    """Start the attack detached, recorded like a daemon; it ends by itself after `duration`."""
+    record = Record.load(directory)
+    if record is None or not record.data["complete"]:
+        raise LabError(f"no complete lab in {directory}; run `lab.py up` first")
+    if duration > 280:
+        raise LabError("the lab's near misses stay below the rules for at most 280 s of attack")
+    result = directory / "attack.json"
+    pid = start(
+        record,
+        "attack",
+        record.plan.ns("internet"),
+        [
+            sys.executable,
+            str(HERE / "traffic.py"),
+            "attack",
+            "--duration",
+            str(duration),
+            "--result",
+            str(result),
+        ],
+    )
+    return (
+        f"attack running as pid {pid} for {duration:.0f} s; its record goes to {result}; "
+        f"every flood matches its rule after about 40 s"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "stop", "restart", "attack", "probe"]
+    )
+    parser.add_argument("name", nargs="?", help="daemon name for stop / restart")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the lab directory")
+    parser.add_argument(
+        "--prefix",
+        default=os.environ.get("SMTPGUARD_LAB_PREFIX", "sgl1"),
+        help="namespace prefix, unique per lab ($SMTPGUARD_LAB_PREFIX)",
+    )
+    parser.add_argument(
+        "--number",
+        type=int,
+        default=int(os.environ.get("SMTPGUARD_LAB_NUMBER", 1)),
+        help="third octet of the lab's links ($SMTPGUARD_LAB_NUMBER)",
+    )
+    parser.add_argument("--duration", type=float, default=120, help="attack: seconds")
+    parser.add_argument("--legit-only", action="store_true", help="attack: legitimate mail only")
+    parser.add_argument(
+        "--background",
+        action="store_true",
+        help="attack: return at once; `down` stops it by PID if still running",
+    )
+    parser.add_argument("--table", action="store_true", help="probe: one line a source")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if os.geteuid() != 0:
+        LOG.error("the lab needs root (network namespaces, daemons)")
+        return 1
+    try:
+        if args.command == "up":
+            record = up(Plan(args.prefix, args.number, args.dir))
+            print(
+                json.dumps(
+                    {**record.data["facts"], "build_seconds": record.data["build_seconds"]},
+                    indent=2,
+                )
+            )
+        elif args.command == "down":
+            print("lab removed" if down(args.dir) else f"no lab recorded in {args.dir}")
+        elif args.command == "status":
+            print(json.dumps(status(args.dir), indent=2))
+        elif args.command == "stop":
+            print(stop_daemon(args.dir, args.name))
+        elif args.command == "restart":
+            print(restart_daemon(args.dir, args.name))
+        elif args.command == "attack" and args.background:
+            print(attack_in_background(args.dir, duration=args.duration))
+        else:
+            from tools.lab import traffic
+
+            return traffic.run_in_lab(
+                args.command,
+                args.dir,
+                duration=args.duration,
+                legit_only=args.legit_only,
+                table=args.table,
+            )
+    except LabError as exc:
+        LOG.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
