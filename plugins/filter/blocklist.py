@@ -15,10 +15,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import (
     IPNetwork,
     parse_network,
     sort_key,
+)
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._devices import (
+    DeviceError,
+    capacity_default,
+    fit_capacity,
 )
 
 # Everything an IPv4 or IPv6 address or network in CIDR form can contain; a newline, a space,
@@ -35,11 +41,23 @@ def _network(item: object) -> IPNetwork:
         raise AnsibleFilterError(f"block list entry {item!r} is refused: {exc}") from None
 
 
-def _text(network: IPNetwork) -> str:
-    """CIDR text, a single host as the bare address."""
+def _text(network: IPNetwork, notation: str = "cidr") -> str:
+    """One network in the notation a device template asks for.
+
+    `cidr`: a single host as the bare address, else `address/len`. `prefix`: always
+    `address/len` (Junos prefix lists). `netmask`: IPv4 networks as `address mask` (Cisco),
+    hosts as the bare address, IPv6 as in `cidr`.
+    """
+    if notation == "prefix":
+        return str(network)
     if network.prefixlen == network.max_prefixlen:
         return str(network.network_address)
+    if notation == "netmask" and network.version == 4:
+        return f"{network.network_address} {network.netmask}"
     return str(network)
+
+
+NOTATIONS = ("cidr", "prefix", "netmask")
 
 
 def _items(entries: object, *, name: str) -> Iterable[object]:
@@ -58,12 +76,24 @@ def _collapse(networks: Iterable[IPNetwork]) -> list[IPNetwork]:
     return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
 
 
-def blocklist_networks(entries: object, collapse: bool = False) -> list[str]:
-    """Canonical, sorted, de-duplicated network texts; `collapse` merges neighbours."""
+def blocklist_networks(
+    entries: object, collapse: bool = False, notation: str = "cidr", family: int | None = None
+) -> list[str]:
+    """Canonical, sorted, de-duplicated network texts; `collapse` merges neighbours.
+
+    `notation` is `cidr` (default), `prefix` or `netmask` (see `_text`); `family` 4 or 6
+    keeps one address family. Any other value fails the render.
+    """
+    if notation not in NOTATIONS:
+        raise AnsibleFilterError(f"blocklist_networks: notation must be one of {NOTATIONS}")
+    if family is not None and str(family) not in ("4", "6"):
+        raise AnsibleFilterError(f"blocklist_networks: family must be 4 or 6, not {family!r}")
     networks = {_network(item) for item in _items(entries, name="blocklist_networks")}
     if collapse:
         networks = set(_collapse(networks))
-    return [_text(network) for network in sorted(networks, key=sort_key)]
+    if family is not None:
+        networks = {network for network in networks if network.version == int(family)}
+    return [_text(network, notation) for network in sorted(networks, key=sort_key)]
 
 
 def blocklist_family(entries: object, version: int | str) -> list[str]:
@@ -73,6 +103,45 @@ def blocklist_family(entries: object, version: int | str) -> list[str]:
     networks = {_network(item) for item in _items(entries, name="blocklist_family")}
     kept = (network for network in networks if network.version == int(version))
     return [_text(network) for network in sorted(kept, key=sort_key)]
+
+
+def blocklist_fit(
+    entries: object,
+    platform: str,
+    capacity: int | None = None,
+    impact: Mapping[str, object] | None = None,
+    aggregate: bool = False,
+    prefix_v4: int = 24,
+    prefix_v6: int = 64,
+) -> dict[str, Any]:
+    """The block list cut to a device's capacity, with the numbers to warn about.
+
+    Within capacity the list comes back unchanged. Over it: neighbours are merged (exact),
+    then, with `aggregate`, addresses are replaced by their /`prefix_v4` (/`prefix_v6`)
+    network, and what still does not fit is cut, the least impact first (`impact`: the
+    plan's entries with their evidence). `warning` says what was done, with numbers.
+    """
+    networks = {_network(item) for item in _items(entries, name="blocklist_fit")}
+    requested = len(networks)
+    try:
+        limit, source = capacity_default(platform)
+        if capacity is not None:
+            limit, source = int(capacity), "set by push_blocklist_capacity"
+        if len(networks) > limit > 0:
+            networks = set(_collapse(networks))
+        fit = fit_capacity(
+            networks,
+            capacity=limit,
+            impact=impact or {},
+            aggregate=bool(aggregate),
+            aggregate_prefix={4: int(prefix_v4), 6: int(prefix_v6)},
+            merged_from=requested,
+        )
+    except (DeviceError, ValueError) as exc:
+        raise AnsibleFilterError(f"blocklist_fit: {exc}") from None
+    result = fit.to_dict()
+    result["capacity_source"] = source
+    return result
 
 
 def nft_set_networks(listing: object) -> list[str]:
@@ -122,4 +191,5 @@ class FilterModule:
             "blocklist_networks": blocklist_networks,
             "blocklist_family": blocklist_family,
             "nft_set_networks": nft_set_networks,
+            "blocklist_fit": blocklist_fit,
         }

@@ -21,6 +21,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import (
     IPAddress,
     parse_address,

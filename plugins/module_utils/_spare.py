@@ -16,6 +16,7 @@ from typing import Any
 
 import dns.exception
 import dns.name
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import (
     IPAddress,
     IPNetwork,

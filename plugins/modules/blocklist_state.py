@@ -303,6 +303,7 @@ rebuilt_from:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._state import (
     BlockListState,
     StateError,

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from support.logs import (
     CANDIDATE_KEYS,
     NOW,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.filter.blocklist import (
     blocklist_networks,
     nft_set_networks,

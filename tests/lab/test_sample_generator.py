@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._analyze import (
     Settings,
     analyze,

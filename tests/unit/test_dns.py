@@ -19,6 +19,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._dns import (
     CONFIRMED,
     ERROR,

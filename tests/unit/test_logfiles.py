@@ -6,6 +6,7 @@ import gzip
 import os
 
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._analyze import AnalysisError
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._logfiles import (
     LogFileError,

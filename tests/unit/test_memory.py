@@ -4,6 +4,7 @@ number of lines read."""
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._postfix import (
     Stats,
     read_postfix,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._occupancy import sweep
 from support.logs import NOW, PostfixLog, iso, run_analysis
 

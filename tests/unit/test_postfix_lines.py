@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._postfix import (
     Stats,
     read_postfix,

@@ -10,6 +10,7 @@ import jinja2
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
+
 from ansible_collections.campusnet.smtpguard.plugins.filter.blocklist import (
     FilterModule,
     blocklist_family,
@@ -106,7 +107,7 @@ def test_plaintext_without_header() -> None:
 NFT_CASES = [
     pytest.param(
         SMALL,
-        {},
+        {"push_blocklist_nft_drop_smtp": False},
         nft_text(
             ["192.0.2.10", "198.51.100.0/24", "203.0.113.9"],
             ["2001:db8::25"],
@@ -114,6 +115,17 @@ NFT_CASES = [
             count=4,
         ),
         id="mixed-without-drop-chain",
+    ),
+    pytest.param(
+        SMALL,
+        {},
+        nft_text(
+            ["192.0.2.10", "198.51.100.0/24", "203.0.113.9"],
+            ["2001:db8::25"],
+            chain=DROP_CHAIN,
+            count=4,
+        ),
+        id="mixed-drops-smtp-by-default",
     ),
     pytest.param(
         SMALL,
@@ -128,17 +140,20 @@ NFT_CASES = [
     ),
     pytest.param(
         ["2001:db8::25"],
-        {},
+        {"push_blocklist_nft_drop_smtp": False},
         nft_text([], ["2001:db8::25"], chain=NO_CHAIN, count=1),
         id="ipv6-only-omits-empty-ipv4-add",
     ),
     pytest.param(
         ["192.0.2.1"],
-        {},
+        {"push_blocklist_nft_drop_smtp": False},
         nft_text(["192.0.2.1"], [], chain=NO_CHAIN, count=1),
         id="ipv4-only-omits-empty-ipv6-add",
     ),
-    pytest.param([], {}, nft_text([], [], chain=NO_CHAIN, count=0), id="empty-flushes-only"),
+    pytest.param(
+        [], {"push_blocklist_nft_drop_smtp": False}, nft_text([], [], chain=NO_CHAIN, count=0),
+        id="empty-flushes-only",
+    ),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._rules import (
     DEFAULT_RULES,
     RuleError,
@@ -195,7 +196,10 @@ def test_invalid_rules_give_an_error_naming_the_rule(rules, message):
 
 def test_invalid_rules_stop_the_analysis_before_reading(tmp_path):
     with pytest.raises(RuleError, match="min_sessions must be at least 1"):
-        run_analysis(tmp_path / "never-read.log", rules=[{"name": "r", "min_duration": 0, "min_sessions": 0}])
+        run_analysis(
+            tmp_path / "never-read.log",
+            rules=[{"name": "r", "min_duration": 0, "min_sessions": 0}],
+        )
 
 
 def test_default_rules_are_the_papers_three():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions import SessionBook
 from support.logs import NOW, PostfixLog, by_source, read_log, run_analysis, sessions_of
 

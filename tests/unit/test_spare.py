@@ -12,6 +12,7 @@ from typing import Any
 
 import dns.reversename
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._spare import (
     SpareError,
     read_candidates,

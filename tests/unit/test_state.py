@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._state import (
     BlockListState,
     ConflictError,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps import (
     TimestampError,
     TimestampParser,
