@@ -32,13 +32,50 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._devices impor
 _NETWORK_CHARACTERS = re.compile(r"[0-9A-Fa-f.:/]+")
 
 
+# The widest network one entry may block. Anything wider takes out a good part of the
+# internet; an operator who really means it blocks it on the device by hand.
+MIN_PREFIX = {4: 16, 6: 32}
+
+
 def _network(item: object) -> IPNetwork:
     if not isinstance(item, str) or not _NETWORK_CHARACTERS.fullmatch(item):
         raise AnsibleFilterError(f"block list entry {item!r} is not an IP address or network")
     try:
-        return parse_network(item)
+        network = parse_network(item)
     except ValueError as exc:
         raise AnsibleFilterError(f"block list entry {item!r} is refused: {exc}") from None
+    refusal = _refusal(item, network)
+    if refusal:
+        raise AnsibleFilterError(f"block list entry {item!r} is refused: {refusal}")
+    return network
+
+
+def _refusal(item: str, network: IPNetwork) -> str | None:
+    """Why an entry must never reach a device, or None."""
+    if ":" in item and network.version == 4 and network.prefixlen < 32:
+        return "an IPv4-mapped IPv6 network; give it in IPv4 form"
+    if network.prefixlen < MIN_PREFIX[network.version]:
+        return (
+            f"wider than /{MIN_PREFIX[network.version]}; smtpguard never blocks so much of "
+            "the internet at once"
+        )
+    special = (
+        network.is_loopback
+        or network.is_multicast
+        or network.is_unspecified
+        or network.is_link_local
+        or (network.version == 4 and network.is_reserved)
+        or network.overlaps(ipaddress.ip_network("255.255.255.255/32"))
+        if network.version == 4
+        else network.is_loopback
+        or network.is_multicast
+        or network.is_unspecified
+        or network.is_link_local
+        or network.is_site_local
+    )
+    if special:
+        return "a loopback, multicast, link-local, reserved or unspecified address"
+    return None
 
 
 def _text(network: IPNetwork, notation: str = "cidr") -> str:
@@ -123,6 +160,11 @@ def blocklist_fit(
     """
     networks = {_network(item) for item in _items(entries, name="blocklist_fit")}
     requested = len(networks)
+    if aggregate and (int(prefix_v4) < MIN_PREFIX[4] or int(prefix_v6) < MIN_PREFIX[6]):
+        raise AnsibleFilterError(
+            f"blocklist_fit: aggregation prefixes must be at least /{MIN_PREFIX[4]} (IPv4) and "
+            f"/{MIN_PREFIX[6]} (IPv6), not /{prefix_v4} and /{prefix_v6}"
+        )
     try:
         limit, source = capacity_default(platform)
         if capacity is not None:

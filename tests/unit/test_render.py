@@ -14,6 +14,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.campusnet.smtpguard.plugins.filter.blocklist import (
     FilterModule,
     blocklist_family,
+    blocklist_fit,
     blocklist_networks,
     nft_set_networks,
 )
@@ -283,9 +284,9 @@ NETWORK_CASES = [
         id="host-prefixes-bare",
     ),
     pytest.param(
-        ["2001:db8::1", "10.0.0.1", "9.0.0.0/8"],
+        ["2001:db8::1", "10.0.0.1", "9.0.0.0/16"],
         False,
-        ["9.0.0.0/8", "10.0.0.1", "2001:db8::1"],
+        ["9.0.0.0/16", "10.0.0.1", "2001:db8::1"],
         id="ipv4-first-numerically",
     ),
     pytest.param(["192.0.2.1", "192.0.2.1"], False, ["192.0.2.1"], id="deduplicated"),
@@ -372,3 +373,41 @@ def test_nft_set_networks_reads_text_and_empty_sets() -> None:
 def test_nft_set_networks_refuses_other_output(listing: object) -> None:
     with pytest.raises(AnsibleFilterError):
         nft_set_networks(listing)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "0.0.0.0/0",
+        "::/0",
+        "0.0.0.0/1",
+        "10.0.0.0/8",
+        "2001::/16",
+        "::ffff:0:0/96",
+        "::ffff:0.0.0.0/97",
+        "127.0.0.1",
+        "::1",
+        "224.0.0.0/16",
+        "ff02::1",
+        "0.0.0.0",
+        "::",
+        "255.255.255.255",
+        "169.254.1.1",
+        "fe80::1",
+        "240.0.0.1",
+    ],
+)
+def test_entries_that_would_block_too_much_or_ourselves_never_render(entry: str) -> None:
+    with pytest.raises(AnsibleFilterError, match="is refused"):
+        render("plaintext.txt.j2", ["192.0.2.1", entry])
+
+
+def test_aggregation_never_goes_wider_than_the_floor() -> None:
+    with pytest.raises(AnsibleFilterError, match="aggregation prefixes must be at least /16"):
+        blocklist_fit(
+            [f"192.0.2.{n}" for n in range(1, 51)],
+            "ios",
+            capacity=10,
+            aggregate=True,
+            prefix_v4=0,
+        )
