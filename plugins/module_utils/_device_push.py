@@ -24,6 +24,14 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._devices impor
 
 log = logging.getLogger(__name__)
 
+# A private candidate: other administrators' uncommitted edits are neither committed with ours
+# nor thrown away by our `rollback 0`.
+JUNOS_CONFIGURE = "configure private"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
 
 class Connection(Protocol):
     """The part of a netmiko connection the push uses."""
@@ -138,7 +146,12 @@ class DevicePush:
         self, chunks: list[list[str]], *, before: DeviceConfig, desired: DeviceConfig
     ) -> None:
         for number, chunk in enumerate(chunks, start=1):
-            output = self.connection.send_config_set(chunk, read_timeout=self.read_timeout)
+            try:
+                output = self.connection.send_config_set(chunk, read_timeout=self.read_timeout)
+            except Exception as exc:  # a timeout or a dropped session half way: put it back
+                self._restore_cisco(
+                    before, cause=f"failed during chunk {number}", errors=[_describe(exc)]
+                )
             errors = device_errors(output, self.platform)
             if errors:
                 log.debug("%s rejected chunk %d: %r", self.host, number, errors)
@@ -167,8 +180,11 @@ class DevicePush:
                     raise DeviceError(failed[0])
             if _members(self.read(before)) != _members(before):
                 raise DeviceError("the read-back after restoring still differs")
-        except DeviceError as exc:
-            outcome = f"restoring what it held before FAILED too ({exc}); check the device by hand"
+        except Exception as exc:  # the session may be gone: say so, never hide the first cause
+            outcome = (
+                f"restoring what it held before FAILED too ({_describe(exc)}); check the device "
+                "by hand"
+            )
         raise DeviceError(f"{self.host} {cause}: {' | '.join(errors)} -- {outcome}")
 
     # Junos: a candidate configuration, commit check, commit confirmed, confirm
@@ -182,15 +198,25 @@ class DevicePush:
         check: bool,
         result: PushResult,
     ) -> None:
-        self.connection.config_mode()
+        self.connection.config_mode(config_command=JUNOS_CONFIGURE)
         try:
             for number, chunk in enumerate(chunks, start=1):
-                output = self.connection.send_config_set(
-                    chunk,
-                    enter_config_mode=False,
-                    exit_config_mode=False,
-                    read_timeout=self.read_timeout,
-                )
+                try:
+                    output = self.connection.send_config_set(
+                        chunk,
+                        enter_config_mode=False,
+                        exit_config_mode=False,
+                        read_timeout=self.read_timeout,
+                    )
+                except Exception as exc:  # a timeout or a dropped session half way
+                    try:
+                        self._discard()
+                    except Exception:
+                        pass  # a private candidate dies with its session anyway
+                    raise DeviceError(
+                        f"{self.host} failed during chunk {number}: {_describe(exc)} -- the "
+                        "private candidate configuration was discarded, nothing was committed"
+                    ) from None
                 errors = device_errors(output, self.platform)
                 if errors:
                     self._discard()
@@ -214,7 +240,7 @@ class DevicePush:
         after = self.read(desired)
         if _members(after) != _members(desired):
             self._junos_rollback(cause=_mismatch(after, desired))
-        self.connection.config_mode()
+        self.connection.config_mode(config_command=JUNOS_CONFIGURE)
         try:
             self._config_command("commit", what="confirming the commit")
         finally:
@@ -222,6 +248,8 @@ class DevicePush:
         result.messages.append(f"commit confirmed {self.confirm_minutes}, verified, confirmed")
 
     def _config_command(self, command: str, *, what: str) -> str:
+        """A configuration-mode command; on an error the candidate is discarded. (The final
+        `commit` after `commit confirmed` has its own message: see `_junos`.)"""
         output = str(
             self.connection.send_command(
                 command, expect_string=r"[#>]\s*$", read_timeout=self.read_timeout
@@ -240,7 +268,7 @@ class DevicePush:
         self.connection.send_command("rollback 0", expect_string=r"[#>]\s*$")
 
     def _junos_rollback(self, *, cause: str) -> None:
-        self.connection.config_mode()
+        self.connection.config_mode(config_command=JUNOS_CONFIGURE)
         try:
             self.connection.send_command("rollback 1", expect_string=r"[#>]\s*$")
             output = str(self.connection.send_command("commit", expect_string=r"[#>]\s*$"))

@@ -258,6 +258,8 @@ def main() -> None:
         result = run(module.params, check=module.check_mode)
     except DeviceError as exc:
         module.fail_json(msg=str(exc))
+    except Exception as exc:  # a session that died outside a push step: name it, no traceback
+        module.fail_json(msg=f"{module.params.get('host')}: {type(exc).__name__}: {exc}")
 
     if not module._diff:
         result.pop("diff", None)

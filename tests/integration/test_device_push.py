@@ -256,3 +256,31 @@ def test_a_large_list_goes_in_chunks_and_reads_back_whole() -> None:
         assert pushed["chunks"] == 3
         assert len(held(device)) == 150
         assert run(params(device, entries), check=True)["changed"] is False
+
+
+def test_a_session_that_fails_half_way_leaves_the_device_as_it_was(
+    device: FakeDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netmiko.base_connection import BaseConnection
+    from netmiko.exceptions import ReadTimeout
+
+    run(params(device, BEFORE), check=False)
+    before = sorted(held(device))
+    original = BaseConnection.send_config_set
+    calls = {"count": 0}
+
+    def flaky(self, *args: Any, **kwargs: Any) -> str:
+        calls["count"] += 1
+        if calls["count"] == 2:
+            raise ReadTimeout("Pattern not detected in output")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseConnection, "send_config_set", flaky)
+
+    with pytest.raises(DeviceError, match=r"failed during chunk \d+: ReadTimeout"):
+        run(params(device, AFTER, chunk_size=1), check=False)
+
+    assert sorted(held(device)) == before
+    if device.platform == "junos":
+        last = len(device.log) - 1 - device.log[::-1].index("configure private")
+        assert "commit" not in device.log[last:]

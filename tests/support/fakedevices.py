@@ -403,7 +403,7 @@ def _junos(session: Session, command: str) -> str:
             return replies[command]
         if command == "show configuration policy-options | display set":
             return "".join(f"{line}\n" for line in device.committed)
-        if command == "configure":
+        if command in ("configure", "configure private", "configure exclusive"):
             session.mode = "config"
             session.candidate = list(device.committed)
             device.config_sessions += 1
