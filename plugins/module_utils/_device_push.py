@@ -242,9 +242,20 @@ class DevicePush:
             self._junos_rollback(cause=_mismatch(after, desired))
         self.connection.config_mode(config_command=JUNOS_CONFIGURE)
         try:
-            self._config_command("commit", what="confirming the commit")
+            output = str(
+                self.connection.send_command(
+                    "commit", expect_string=r"[#>]\s*$", read_timeout=self.read_timeout
+                )
+            )
         finally:
             self.connection.exit_config_mode()
+        failed = device_errors(output, self.platform)
+        if failed:
+            raise DeviceError(
+                f"{self.host} failed confirming the commit: {' | '.join(failed)} -- the "
+                f"commit confirmed {self.confirm_minutes} stays unconfirmed and Junos rolls it "
+                f"back by itself within {self.confirm_minutes} minutes"
+            )
         result.messages.append(f"commit confirmed {self.confirm_minutes}, verified, confirmed")
 
     def _config_command(self, command: str, *, what: str) -> str:
