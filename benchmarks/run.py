@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The benchmark of issue 6: speed and scale, side by side on the same files.
+"""The benchmark: speed and scale, side by side on the same files.
 
     make bench                                   # everything; about ten minutes, as root
     .venv/bin/python benchmarks/run.py --only engine,floor --sizes 1000000
@@ -522,7 +522,7 @@ def markdown(results: dict) -> str:
             ) + ".",
             "",
         ]  # fmt: skip
-    lines += ["## Targets of issue 6", "", "| figure | measured | target | met | commit |",
+    lines += ["## Targets", "", "| figure | measured | target | met | commit |",
               "|---|---:|---:|---|---|"]  # fmt: skip
     for name, section, measured, target, better in _target_rows(results):
         met = "yes" if (measured <= target if better == "lower" else measured >= target) else "no"
