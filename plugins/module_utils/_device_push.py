@@ -242,14 +242,9 @@ class DevicePush:
             self._junos_rollback(cause=_mismatch(after, desired))
         self.connection.config_mode(config_command=JUNOS_CONFIGURE)
         try:
-            output = str(
-                self.connection.send_command(
-                    "commit", expect_string=r"[#>]\s*$", read_timeout=self.read_timeout
-                )
-            )
+            failed = self._send("commit")
         finally:
             self.connection.exit_config_mode()
-        failed = device_errors(output, self.platform)
         if failed:
             raise DeviceError(
                 f"{self.host} failed confirming the commit: {' | '.join(failed)} -- the "
@@ -258,22 +253,23 @@ class DevicePush:
             )
         result.messages.append(f"commit confirmed {self.confirm_minutes}, verified, confirmed")
 
-    def _config_command(self, command: str, *, what: str) -> str:
+    def _send(self, command: str) -> list[str]:
+        """Send one configuration-mode command; the device's error lines, if any."""
+        output = self.connection.send_command(
+            command, expect_string=r"[#>]\s*$", read_timeout=self.read_timeout
+        )
+        return device_errors(str(output), self.platform)
+
+    def _config_command(self, command: str, *, what: str) -> None:
         """A configuration-mode command; on an error the candidate is discarded. (The final
         `commit` after `commit confirmed` has its own message: see `_junos`.)"""
-        output = str(
-            self.connection.send_command(
-                command, expect_string=r"[#>]\s*$", read_timeout=self.read_timeout
-            )
-        )
-        errors = device_errors(output, self.platform)
+        errors = self._send(command)
         if errors:
             self._discard()
             raise DeviceError(
                 f"{self.host} failed {what}: {' | '.join(errors)} -- the candidate configuration "
                 f"was discarded, nothing was committed"
             )
-        return output
 
     def _discard(self) -> None:
         self.connection.send_command("rollback 0", expect_string=r"[#>]\s*$")
