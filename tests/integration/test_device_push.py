@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,7 @@ from ansible_collections.campusnet.smtpguard.plugins.modules.device_blocklist im
     run,
 )
 from support.fakedevices import PASSWORD, FakeDevice  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_device_templates import render  # noqa: E402
+from support.templates import render  # noqa: E402
 
 PLATFORMS = ["ios", "asa", "junos"]
 BEFORE = ["192.0.2.7", "198.51.100.0/24", "2001:db8::25"]

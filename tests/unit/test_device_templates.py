@@ -4,15 +4,10 @@ hostile string from logs or DNS ever reaching a rendered configuration or a comm
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
-from typing import Any
 
-import jinja2
 import pytest
-import yaml
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.campusnet.smtpguard.plugins.filter.blocklist import FilterModule
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._devices import (
     PLATFORMS,
     DeviceConfig,
@@ -21,24 +16,9 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._devices impor
     delta_chunks,
     parse_config,
 )
+from support.templates import render
 
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "push_blocklist"
 SMALL = ["203.0.113.9", "2001:DB8::25", "198.51.100.0/24", "192.0.2.7", "2001:db8:1::/48"]
-
-
-def render(template: str, entries: list[Any], **overrides: Any) -> str:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(ROLE / "templates"),
-        trim_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    for name, function in FilterModule().filters().items():
-        env.filters[f"campusnet.smtpguard.{name}"] = function
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    variables = {k: v for k, v in defaults.items() if not str(v).startswith("{{")}
-    variables.update(push_blocklist_entries=entries, push_blocklist_generation=7, **overrides)
-    return env.get_template(template).render(**variables)
 
 
 EXPECTED = {

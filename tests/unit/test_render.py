@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
-from typing import Any
 
-import jinja2
 import pytest
-import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.campusnet.smtpguard.plugins.filter.blocklist import (
-    FilterModule,
     blocklist_family,
     blocklist_fit,
     blocklist_networks,
     nft_set_networks,
 )
+from support.templates import render
 
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "push_blocklist"
 HEADER = "# smtpguard block list: {count} entries, generation {generation}\n"
-
-
-def environment() -> jinja2.Environment:
-    """Plain Jinja2 set up as ansible.builtin.template renders: trim_blocks, final newline."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(ROLE / "templates"),
-        trim_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    for name, function in FilterModule().filters().items():
-        env.filters[f"campusnet.smtpguard.{name}"] = function
-    return env
-
-
-def render(template: str, entries: list[Any], **overrides: Any) -> str:
-    variables = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    variables.update(push_blocklist_entries=entries, push_blocklist_generation=7, **overrides)
-    return environment().get_template(template).render(**variables)
 
 
 def nft_text(v4: list[str], v6: list[str], *, chain: str, count: int) -> str:
