@@ -10,11 +10,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ansible_collections.campusnet.smtpguard.plugins.module_utils import _checkpoint, _postfix
+from ansible_collections.campusnet.smtpguard.plugins.module_utils import _checkpoint, _formats
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import (
     parse_address,
     sort_key,
 )
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._engine import Engine
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._logfiles import (
     LogFamily,
     LogFileError,
@@ -51,7 +52,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps im
     parse_iso,
 )
 
-FORMATS = ("auto", "postfix")
+FORMATS = _formats.FORMATS
 
 # Longest window an analysis takes: a year of logs is already a replay, not a check.
 MAX_WINDOW = 366 * 86400
@@ -86,6 +87,13 @@ class Settings:
     report_path: str | None = None
     state_path: str | None = None
     check_mode: bool = False
+    # What a format needs besides the lines (the jsonl field mapping, say).
+    format_options: dict = field(default_factory=dict)
+    # Internal mail servers whose occupancy is reported, and their share of the capacity.
+    servers: list = field(default_factory=list)
+    server_share: float = 25.0
+    # Thresholds of the attack-kind labels.
+    attack_kinds: dict = field(default_factory=dict)
 
 
 def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message: None) -> dict:
@@ -104,7 +112,7 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
     given_now = parse_iso(settings.now, zone=zone) if settings.now else None
     if given_now is not None and not EARLIEST <= given_now <= LATEST:
         raise AnalysisError(f"now must lie between 1971 and 9998, not {settings.now!r}")
-    log_end = _newest_time(families, settings, zone)
+    log_end = _newest_time(families, settings, zone, fmt)
     now = given_now if given_now is not None else log_end
     if now is None and all(log.size == 0 for family in families for log in family.files):
         raise AnalysisError(
@@ -122,11 +130,10 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
     window_start = now - window
 
     book = SessionBook(window_start=window_start, now=now, thresholds=thresholds(rules))
-    stats = _postfix.Stats()
-    ranks: dict[str, int] = {}
-    addresses: dict[bytes, str | None] = {}
+    engine = Engine(book, options=settings.format_options)
+    stats = engine.stats
     readings, state = _resume(settings, families, fmt, now=now, window_start=window_start,
-                              book=book, stats=stats, ranks=ranks, addresses=addresses)  # fmt: skip
+                              engine=engine)  # fmt: skip
 
     reached: dict[str, tuple[int, float | None]] = {}
     after_now = stats.after_now
@@ -138,9 +145,8 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
         stamp_of = TimestampParser(
             zone=zone, year=settings.year, now=given_now, reference=log.mtime
         )
-        outcome = _read_file(reading, keep_position=state is not None, book=book,
-                             stamp_of=stamp_of, stats=stats, ranks=ranks, addresses=addresses,
-                             warn=warn)  # fmt: skip
+        outcome = _read_file(reading, fmt, keep_position=state is not None, engine=engine,
+                             stamp_of=stamp_of, warn=warn)  # fmt: skip
         if outcome is not None:
             reached[log.path] = outcome
             continue
@@ -155,10 +161,11 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
 
     if state is not None:
         _keep_state(settings, state, readings, fmt, reached=reached,
-                    counted_all=stats.after_now == after_now, book=book, stats=stats,
-                    ranks=ranks, addresses=addresses, warn=warn)  # fmt: skip
-    _check_coverage(stats, families, state, now=now, log_end=log_end, window_start=window_start,
-                    given_now=given_now, zone=zone, book=book, warn=warn)  # fmt: skip
+                    counted_all=stats.after_now == after_now, engine=engine,
+                    warn=warn)  # fmt: skip
+    _check_coverage(stats, families, state, fmt, now=now, log_end=log_end,
+                    window_start=window_start, given_now=given_now, zone=zone, book=book,
+                    warn=warn)  # fmt: skip
     book.finish()
 
     # Logs that begin inside the window say nothing about the time before them.
@@ -176,7 +183,7 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
     triggered = current > settings.trigger_occupancy * settings.capacity or settings.force
     alert = current > settings.alert_occupancy * settings.capacity
 
-    risks = _risks(settings, book, rules, ranks=ranks, warn=warn)
+    risks = _risks(settings, book, rules, engine=engine, warn=warn)
     matches = _match(book, rules, risks, unknown_risk=settings.unknown_risk)
     candidates = matches if triggered else []
 
@@ -265,7 +272,7 @@ def _check_dnsbl(options: dict) -> None:
         raise AnalysisError(f"dnsbl_timeout must be more than 0 seconds, not {timeout}")
 
 
-def _check_coverage(stats, families: list[LogFamily], state: dict | None, *, now: float,
+def _check_coverage(stats, families: list[LogFamily], state: dict | None, fmt: str, *, now: float,
                     log_end: float | None, window_start: float, given_now: float | None,
                     zone, book: SessionBook, warn: Callable[[str], None]) -> None:  # fmt: skip
     """Say when the logs cannot support the answer: empty or unreadable, or ending long
@@ -279,7 +286,7 @@ def _check_coverage(stats, families: list[LogFamily], state: dict | None, *, now
         )
     if stats.lines and not (stats.parsed or stats.ignored or stats.after_now):
         raise AnalysisError(
-            f"none of the {stats.lines} lines of {names} could be read as a Postfix log; "
+            f"none of the {stats.lines} lines of {names} could be read as a {fmt} log; "
             "check the paths and the format"
         )
     if given_now is not None and stats.lines and stats.after_now == stats.lines - stats.skipped:
@@ -313,8 +320,9 @@ def _span(seconds: float) -> str:
 
 
 def _detect_format(families: list[LogFamily], requested: str) -> str:
-    if requested not in FORMATS:
-        raise AnalysisError(f"format {requested!r} is not supported yet; use one of {FORMATS}")
+    supported = ("auto", *_formats.available())
+    if requested not in supported:
+        raise AnalysisError(f"format {requested!r} is not supported; use one of {supported}")
     if requested != "auto":
         return requested
     heads: list[list[bytes]] = []
@@ -329,25 +337,27 @@ def _detect_format(families: list[LogFamily], requested: str) -> str:
                             break
             except (OSError, EOFError):
                 pass  # a damaged file: judge by the lines before the damage; reading warns
-            if _postfix.looks_like(head):
-                return "postfix"
+            found = _formats.detect(head)
+            if found is not None:
+                return found
             heads.append(head)
     if not any(heads):
         return "postfix"  # nothing to misread; the analysis warns that the files are empty
     raise AnalysisError(
         "could not recognise the log format of "
         + ", ".join(repr(log.path) for family in families for log in family.files)
-        + "; set format explicitly (supported: postfix)"
+        + f"; set format explicitly (supported: {', '.join(supported[1:])})"
     )
 
 
-def _newest_time(families: list[LogFamily], settings: Settings, zone) -> float | None:
+def _newest_time(families: list[LogFamily], settings: Settings, zone, fmt: str) -> float | None:
     """The newest timestamp among the last lines of each family's newest readable file.
 
     The newest of several lines, not the last one, so that one line with a skewed clock
     cannot move the check a year back; a time more than a day after the controller's clock
     is a skewed clock too, and does not count.
     """
+    line_time = _formats.load(fmt).line_time
     newest: float | None = None
     for family in families:
         for log in reversed(family.files):
@@ -360,9 +370,7 @@ def _newest_time(families: list[LogFamily], settings: Settings, zone) -> float |
             found = [
                 moment
                 for line in lines[-256:]
-                if (fields := _postfix.split_line(line) if line else None)
-                and (moment := stamp_of(fields[0])) is not None
-                and moment <= limit
+                if line and (moment := line_time(line, stamp_of)) is not None and moment <= limit
             ]
             if found:
                 newest = max(found) if newest is None else max(newest, *found)
@@ -370,21 +378,23 @@ def _newest_time(families: list[LogFamily], settings: Settings, zone) -> float |
     return newest
 
 
-def _read_file(reading: _checkpoint.Reading, *, keep_position: bool, warn: Callable[[str], None],
-               book: SessionBook, **kwargs) -> tuple[int, float | None] | None:
-    """Read one file into `book`: its new offset and first time, or None when it was damaged."""
+def _read_file(reading: _checkpoint.Reading, fmt: str, *, keep_position: bool, engine: Engine,
+               stamp_of: Callable, warn: Callable[[str], None]) -> tuple[int, float | None] | None:
+    """Read one file into `engine`: its new offset and first time, or None when it was
+    damaged."""
     path = reading.log.path
     first = reading.mark.first if reading.mark is not None else None
     if first is not None:
-        book.begin_stream(first)  # going on in a file whose beginning an earlier run read
+        engine.book.begin_stream(first)  # going on in a file whose beginning an earlier run read
+    read = _formats.load(fmt).read
     try:
         if not keep_position:
             with open_log(path) as handle:
-                first = _postfix.read_postfix(handle, book=book, first=first, **kwargs)
+                first = read(handle, engine=engine, stamp_of=stamp_of, first=first)
             return 0, first
         handle, position = open_log_from(path, start=reading.start)
         with handle:
-            first = _postfix.read_postfix(handle, book=book, first=first, **kwargs)
+            first = read(handle, engine=engine, stamp_of=stamp_of, first=first)
             return position.offset(), first
     except (OSError, EOFError) as exc:
         # A truncated .gz keeps what was read before the damage.
@@ -415,7 +425,8 @@ def _resume(settings: Settings, families: list[LogFamily], fmt: str, *, now: flo
 
 def _state_settings(settings: Settings, fmt: str) -> dict:
     """The settings that change how lines are read: a state from other ones is not used."""
-    return {"format": fmt, "timezone": settings.timezone, "year": settings.year}
+    return {"format": fmt, "timezone": settings.timezone, "year": settings.year,
+            "format_options": settings.format_options}
 
 
 def _keep_state(settings: Settings, state: dict, readings: list[_checkpoint.Reading], fmt: str,
@@ -442,16 +453,19 @@ def _keep_state(settings: Settings, state: dict, readings: list[_checkpoint.Read
     state["written"] = True
 
 
-def _risks(settings: Settings, book: SessionBook, rules: list[Rule], *, ranks: dict[str, int],
+def _risks(settings: Settings, book: SessionBook, rules: list[Rule], *, engine: Engine,
            warn: Callable[[str], None]) -> dict[str, float]:
     source = settings.risk_source
     if source == "none":
         return {}
     if source == "log":
-        return {
-            address: rank_to_risk(rank, threshold=settings.postscreen_threshold)
-            for address, rank in ranks.items()
-        }
+        # What the format gives: postscreen ranks, or a risk the log states (ESA SBRS, JSON).
+        risks = dict(engine.risks)
+        for address, rank in engine.ranks.items():
+            risk = rank_to_risk(rank, threshold=settings.postscreen_threshold)
+            if risk > risks.get(address, -1.0):
+                risks[address] = risk
+        return risks
     if source == "file":
         if not settings.risk_file:
             raise AnalysisError("risk_source is file but risk_file is not set")

@@ -17,6 +17,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._engine import Engine
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._logfiles import (
     HEAD_SIZE,
     LogFamily,
@@ -24,10 +25,9 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._logfiles impo
     gzip_trailer_size,
     head_digest,
 )
-from ansible_collections.campusnet.smtpguard.plugins.module_utils._postfix import Stats
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions import SessionBook
 
-VERSION = 1
+VERSION = 2
 
 
 class CheckpointError(Exception):
@@ -69,6 +69,8 @@ class Checkpoint:
     stats: dict = field(default_factory=dict)
     ranks: dict = field(default_factory=dict)
     bad_addresses: list[str] = field(default_factory=list)
+    servers: dict = field(default_factory=dict)  # the book of gateway-to-server sessions
+    engine: dict = field(default_factory=dict)  # Engine.capture()
 
 
 def load(path: str) -> tuple[Checkpoint | None, str]:
@@ -93,6 +95,8 @@ def load(path: str) -> tuple[Checkpoint | None, str]:
             stats=data["stats"],
             ranks=data["ranks"],
             bad_addresses=data["bad_addresses"],
+            servers=data["servers"],
+            engine=data["engine"],
         )
     except (KeyError, TypeError, ValueError) as exc:
         return None, f"state {path!r} is incomplete ({exc}); reading everything"
@@ -112,6 +116,8 @@ def save(path: str, checkpoint: Checkpoint) -> None:
         "stats": checkpoint.stats,
         "ranks": checkpoint.ranks,
         "bad_addresses": checkpoint.bad_addresses,
+        "servers": checkpoint.servers,
+        "engine": checkpoint.engine,
     }
     directory = os.path.dirname(os.path.abspath(path))
     try:
@@ -227,16 +233,18 @@ def _length(log: LogFile, mark: Mark) -> int:
     return mark.offset if trailer == mark.offset % 2**32 else mark.offset + 1
 
 
-def restore(
-    checkpoint: Checkpoint,
-    *,
-    book: SessionBook,
-    stats: Stats,
-    ranks: dict[str, int],
-    addresses: dict[bytes, str | None],
-) -> None:
+def restore(checkpoint: Checkpoint, *, engine: Engine) -> None:
     """Put the engine where the checkpoint's run left it."""
-    state = checkpoint.book
+    _set_book(engine.book, checkpoint.book)
+    _set_book(engine.servers, checkpoint.servers)
+    for name, value in checkpoint.stats.items():
+        setattr(engine.stats, name, value)
+    engine.ranks.update(checkpoint.ranks)
+    engine.addresses.update((raw.encode("latin-1"), None) for raw in checkpoint.bad_addresses)
+    engine.restore(checkpoint.engine)
+
+
+def _set_book(book: SessionBook, state: dict) -> None:
     book.open_sessions = {
         key.encode("latin-1"): [start, source, last, tentative]
         for key, start, source, last, tentative in state["open"]
@@ -247,22 +255,23 @@ def restore(
     book.file_start = state["file_start"]
     book.counts["ended_unknown"] = state["ended_unknown"]
     book.counts["start_unknown"] = state["start_unknown"]
-    for name, value in checkpoint.stats.items():
-        setattr(stats, name, value)
-    ranks.update(checkpoint.ranks)
-    addresses.update((raw.encode("latin-1"), None) for raw in checkpoint.bad_addresses)
 
 
-def capture(
-    readings: list[Reading],
-    *,
-    settings: dict,
-    book: SessionBook,
-    stats: Stats,
-    ranks: dict[str, int],
-    addresses: dict[bytes, str | None],
-    reached: dict[str, tuple[int, float | None]],
-) -> Checkpoint:
+def _book_state(book: SessionBook) -> dict:
+    window_start = book.window_start
+    return {
+        "open": [[key.decode("latin-1"), *session] for key, session in book.open_sessions.items()],
+        "ended": [list(session) for session in book.ended if session[1] >= window_start],
+        "host_start": [[host.decode("latin-1"), start] for host, start in book.host_start.items()],
+        "data_start": book.data_start,
+        "file_start": book.file_start,
+        "ended_unknown": book.counts["ended_unknown"],
+        "start_unknown": book.counts["start_unknown"],
+    }
+
+
+def capture(readings: list[Reading], *, settings: dict, engine: Engine,
+            reached: dict[str, tuple[int, float | None]]) -> Checkpoint:  # fmt: skip
     """The checkpoint of this run, before `book.finish()`: `reached` maps each file read to
     its new offset and first time."""
     marks = []
@@ -277,30 +286,20 @@ def capture(
         marks.append(Mark(path=log.path, device=log.device, inode=log.inode, size=log.size,
                           mtime=log.mtime, head=head, head_length=length, offset=offset,
                           first=first))  # fmt: skip
-    window_start = book.window_start
+    book = engine.book
     return Checkpoint(
         settings=settings,
         now=book.now,
-        window_start=window_start,
+        window_start=book.window_start,
         marks=marks,
-        book={
-            "open": [
-                [key.decode("latin-1"), *session] for key, session in book.open_sessions.items()
-            ],
-            "ended": [list(session) for session in book.ended if session[1] >= window_start],
-            "host_start": [
-                [host.decode("latin-1"), start] for host, start in book.host_start.items()
-            ],  # fmt: skip
-            "data_start": book.data_start,
-            "file_start": book.file_start,
-            "ended_unknown": book.counts["ended_unknown"],
-            "start_unknown": book.counts["start_unknown"],
-        },
-        stats=stats.as_dict(),
-        ranks=dict(ranks),
+        book=_book_state(book),
+        stats=engine.stats.as_dict(),
+        ranks=dict(engine.ranks),
         bad_addresses=[
             raw.decode("latin-1")
-            for raw, source in addresses.items()
+            for raw, source in engine.addresses.items()
             if source is None and raw != b"unknown"
         ],
+        servers=_book_state(engine.servers),
+        engine=engine.capture(),
     )

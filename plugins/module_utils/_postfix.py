@@ -24,7 +24,10 @@ from typing import Callable, Iterable
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import (
     normalise_address,
 )
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._engine import Engine, Stats
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions import SessionBook
+
+NAME = "postfix"
 
 CONNECT, DISCONNECT, ENDING, RANK = "connect", "disconnect", "ending", "rank"
 
@@ -66,20 +69,25 @@ _COMMON_LINE = re.compile(
 )
 
 
-class Stats:
-    __slots__ = ("lines", "parsed", "ignored", "skipped", "after_now", "bad_addresses")
-
-    def __init__(self) -> None:
-        self.lines = self.parsed = self.ignored = self.skipped = 0
-        self.after_now = self.bad_addresses = 0
-
-    def as_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__slots__}
+__all__ = ["NAME", "Stats", "line_time", "looks_like", "read", "read_postfix", "split_line"]
 
 
 def looks_like(lines: list[bytes]) -> bool:
     """Whether the first lines of a file are a Postfix log."""
     return any(b"postfix" in line and b"]: " in line for line in lines)
+
+
+def line_time(line: bytes, stamp_of: Callable[[bytes], float | None]) -> float | None:
+    """The time of one line, or None."""
+    fields = split_line(line) if line else None
+    return stamp_of(fields[0]) if fields is not None else None
+
+
+def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes], float | None],
+         first: float | None = None) -> float | None:  # fmt: skip
+    """The format's entry point (see `_engine`)."""
+    return read_postfix(handle, book=engine.book, stamp_of=stamp_of, stats=engine.stats,
+                        ranks=engine.ranks, addresses=engine.addresses, first=first)  # fmt: skip
 
 
 def split_line(line: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:

@@ -1,4 +1,8 @@
-"""Timestamps of log lines: syslog, Postfix `maillog_file` and RFC 3339, with year inference.
+"""Timestamps of log lines, with year inference where the line has no year.
+
+Shapes: syslog (`Mar  4 14:21:04`), Postfix `maillog_file` (`Mar 04 14:21:04`), RFC 3339
+(`2026-03-04T14:21:04.5+01:00`), the same with a space for the `T` (Exim:
+`2026-03-04 14:21:04`), and ctime (Cisco ESA files: `Wed Mar  4 14:21:04 2026`).
 
 Each distinct timestamp string is parsed once; callers keep a `TimestampParser` per file
 because the year of a year-less timestamp depends on that file's reference time.
@@ -143,19 +147,33 @@ class TimestampParser:
     def _parse(self, stamp: bytes) -> float | None:
         if stamp[:1].isdigit():
             return self._parse_rfc3339(stamp)
+        if len(stamp) == 24 and stamp[3:4] == b" ":
+            return self._parse_ctime(stamp)
         return self._parse_syslog(stamp)
 
     def _parse_rfc3339(self, stamp: bytes) -> float | None:
         # A date and a time ("2026-12-03T16:15:00..."); a bare date such as the first field of
         # "2026-12-03 16:15:00 host ..." would put every line at midnight.
-        if len(stamp) < 19 or stamp[10:11] not in (b"T", b"t") or stamp[4:5] != b"-":
+        # A space for the "T" is Exim's shape, and only ever taken with the time after it.
+        if len(stamp) < 19 or stamp[10:11] not in (b"T", b"t", b" ") or stamp[4:5] != b"-":
             return None
         try:
             return parse_iso(stamp.decode("ascii"), zone=self.zone)
         except (TimestampError, UnicodeDecodeError):
             return None
 
-    def _parse_syslog(self, stamp: bytes) -> float | None:
+    def _parse_ctime(self, stamp: bytes) -> float | None:
+        # "Wed Jun 16 21:42:34 2004" or "Wed Jun  6 21:42:34 2004": the weekday is not checked
+        # (the date says it), the year is the line's own.
+        try:
+            year = int(stamp[20:24])
+        except ValueError:
+            return None
+        if not 1971 <= year <= 9998:
+            return None
+        return self._parse_syslog(stamp[4:19], year=year)
+
+    def _parse_syslog(self, stamp: bytes, *, year: int | None = None) -> float | None:
         # "Mar  4 14:21:04" (syslog) or "Mar 04 14:21:04" (Postfix maillog_file)
         if len(stamp) != 15 or stamp[3:4] != b" " or stamp[6:7] != b" ":
             return None
@@ -169,6 +187,8 @@ class TimestampParser:
             return None
         if not (1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
             return None
+        if year is not None:
+            return self._moment(year, month, day, hour, minute, min(second, 59))
         return self._place_in_year(month, day, hour, minute, min(second, 59))
 
     def _moment(self, year: int, *fields: int) -> float | None:

@@ -171,6 +171,29 @@ options:
         family, as a gateway whose lines are split over several families (C(mail.warn) next
         to C(mail.log)) can be paired in another order than a full read would.
     type: path
+  jsonl_fields:
+    description:
+      - For O(format=jsonl), which field of each JSON object holds what.
+    type: dict
+  jsonl_events:
+    description:
+      - For O(format=jsonl), which values of the event field open and end a session.
+    type: dict
+  servers:
+    description:
+      - Internal mail servers whose occupancy (the gateway's concurrent sessions to each of
+        them) is reported, against O(server_share) of O(capacity).
+    type: list
+    elements: raw
+  server_share:
+    description:
+      - The share of O(capacity), in percent, that one internal server may take.
+    type: float
+    default: 25.0
+  attack_kinds:
+    description:
+      - Thresholds of the attack-kind labels of the candidates and of the run.
+    type: dict
 attributes:
   check_mode:
     support: full
@@ -331,6 +354,11 @@ ARGUMENT_SPEC = dict(
     dnsbl_timeout=dict(type="float", default=2.0),
     report_path=dict(type="path"),
     state_path=dict(type="path"),
+    jsonl_fields=dict(type="dict"),
+    jsonl_events=dict(type="dict"),
+    servers=dict(type="list", elements="raw"),
+    server_share=dict(type="float", default=25.0),
+    attack_kinds=dict(type="dict"),
 )
 
 
@@ -369,6 +397,12 @@ def main() -> None:
         report_path=params["report_path"],
         state_path=params["state_path"],
         check_mode=module.check_mode,
+        format_options={
+            name: params[name] for name in ("jsonl_fields", "jsonl_events") if params[name]
+        },
+        servers=params["servers"] or [],
+        server_share=params["server_share"],
+        attack_kinds=params["attack_kinds"] or {},
     )
 
     try:
