@@ -1,0 +1,75 @@
+"""What syslog does to mail logs, undone: the header of a line and `message repeated` lines.
+
+`split_syslog` takes a syslog line apart whether or not it has a `<PRI>` (a syslog push), a
+host (a file written by the gateway itself has none) or a pid. `expand_repeats` wraps a file
+handle and gives back the lines that a logger folded:
+- rsyslog's `<header> message repeated 3 times: [ <message>]` becomes the message 3 times
+  (rsyslog wrote the first occurrence before, as its own line);
+- sysklogd's `<stamp> <host> last message repeated 3 times` becomes the host's previous line
+  3 times, with this line's timestamp.
+A fold of more than MAX_REPEATS is taken as MAX_REPEATS: a corrupt count must not stall the
+analysis.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Iterator
+
+MAX_REPEATS = 10_000
+
+# "Mar  4 14:21:04", after an optional "<166>"
+_CLOCK = rb"(?:<[0-9]{1,3}>)?[A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+# A stamp (syslog or RFC 3339), a host (optional), a program with an optional "[pid]", ": ".
+_SYSLOG = re.compile(
+    rb"(?:<[0-9]{1,3}>)?([A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+    rb"|[0-9]{4}-[0-9][0-9]-[0-9][0-9]T[^ ]+)"
+    rb" (?:([^ \[\]:]+) )?([^ \[\]:]+)(?:\[([0-9]+)\])?: "
+)
+_REPEATED = re.compile(rb"(.*?: )message repeated ([0-9]{1,12}) times: \[ ?(.*?)\][ \r\n]*\Z", re.S)
+_LAST_REPEATED = re.compile(
+    rb"(" + _CLOCK + rb" )(?:([^ ]+) )?last message repeated ([0-9]{1,12}) times"
+)
+_STAMP = re.compile(_CLOCK + rb" ")
+
+
+def split_syslog(line: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes] | None:
+    """(stamp, host, program, pid, message) of a syslog line; host and pid are b"" when the
+    line has none. None when the line is not a syslog line."""
+    match = _SYSLOG.match(line)
+    if match is None:
+        return None
+    stamp, host, program, pid = match.groups()
+    return stamp, host or b"", program, pid or b"", line[match.end() :].rstrip(b"\r\n")
+
+
+def expand_repeats(handle: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of `handle`, with the folds of a logger unfolded (see the module text)."""
+    previous: dict[bytes, bytes] = {}  # host -> its last line that was not a fold
+    for line in handle:
+        if b"repeated " not in line:
+            stamp = _STAMP.match(line)
+            if stamp is not None:
+                host = line[stamp.end() :].split(b" ", 1)[0]
+                previous[host] = line
+            yield line
+            continue
+        folded = _REPEATED.match(line)
+        if folded is not None:
+            head, times, message = folded.groups()
+            once = head + message + b"\n"
+            for _ in range(min(int(times), MAX_REPEATS)):
+                yield once
+            continue
+        last = _LAST_REPEATED.match(line)
+        if last is not None:
+            stamp_text, host, times = last.groups()
+            original = previous.get(host or b"")
+            if original is None:
+                yield line  # nothing to repeat: the reader counts it as a line it skips
+                continue
+            again = stamp_text + original[_STAMP.match(original).end() :]
+            for _ in range(min(int(times), MAX_REPEATS)):
+                yield again
+            continue
+        yield line
