@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -23,6 +24,13 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._logfiles impo
     open_log,
     open_log_from,
     tail_lines,
+)
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._measures import (
+    MeasureError,
+    label_sources,
+    load_kinds,
+    load_servers,
+    server_occupancy,
 )
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._occupancy import sweep
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._risk import (
@@ -102,6 +110,16 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
     rules = load_rules(settings.rules)
     window = parse_duration(settings.window, name="window")
     _check_settings(settings, window=window, warn=warn)
+    try:
+        kinds = load_kinds(settings.attack_kinds)
+        servers = load_servers(settings.servers)
+    except MeasureError as exc:
+        raise AnalysisError(str(exc)) from None
+    if not (math.isfinite(settings.server_share) and 0 < settings.server_share <= 100):
+        raise AnalysisError(
+            "server_share must be more than 0 and at most 100 percent, "
+            f"not {settings.server_share!r}"
+        )
     zone = load_zone(settings.timezone)
     try:
         families = expand_paths(settings.paths)
@@ -129,8 +147,12 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
         )
     window_start = now - window
 
-    book = SessionBook(window_start=window_start, now=now, thresholds=thresholds(rules))
+    # The rules' session lengths, and last the one a slow post takes (its label counts them).
+    counted = (*thresholds(rules), kinds["slow_seconds"])
+    slow_index = FIRST_COUNT + len(counted) - 1
+    book = SessionBook(window_start=window_start, now=now, thresholds=counted)
     engine = Engine(book, options=settings.format_options)
+    engine.track_servers = bool(servers)
     stats = engine.stats
     readings, state = _resume(settings, families, fmt, now=now, window_start=window_start,
                               engine=engine)  # fmt: skip
@@ -164,7 +186,7 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
                     counted_all=stats.after_now == after_now, engine=engine,
                     warn=warn)  # fmt: skip
     _check_coverage(stats, families, state, fmt, now=now, log_end=log_end,
-                    window_start=window_start, given_now=given_now, zone=zone, book=book,
+                    window_start=window_start, given_now=given_now, zone=zone, engine=engine,
                     warn=warn)  # fmt: skip
     book.finish()
 
@@ -185,6 +207,15 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
 
     risks = _risks(settings, book, rules, engine=engine, warn=warn)
     matches = _match(book, rules, risks, unknown_risk=settings.unknown_risk)
+    attack = label_sources(matches, book, kinds=kinds, slow_index=slow_index,
+                           replies=engine.replies,
+                           server_replies=engine.server_replies,
+                           notes=engine.notes)  # fmt: skip
+    server_results = server_occupancy(
+        engine.servers, servers, start=covered_start, end=now, capacity=settings.capacity,
+        share=settings.server_share, replies=engine.server_replies,
+        format_time=lambda moment: format_epoch(moment, zone=zone),
+    )  # fmt: skip
     candidates = matches if triggered else []
 
     result = {
@@ -194,6 +225,8 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
         "forced": settings.force,
         "candidates": candidates,
         "rules": [rule.as_dict() for rule in rules],
+        "attack": attack,
+        "servers": server_results,
         "stats": {
             **stats.as_dict(),
             **book.counts,
@@ -250,6 +283,13 @@ def _check_settings(settings: Settings, *, window: float, warn: Callable[[str], 
         raise AnalysisError(f"year must be a year such as 2026, not {settings.year}")
     if settings.risk_source == "dnsbl":
         _check_dnsbl(settings.dnsbl)
+    if settings.format_options:
+        from ansible_collections.campusnet.smtpguard.plugins.module_utils._jsonl import validate
+
+        try:
+            validate(settings.format_options)
+        except ValueError as exc:
+            raise AnalysisError(str(exc)) from None
 
 
 def _check_dnsbl(options: dict) -> None:
@@ -274,7 +314,7 @@ def _check_dnsbl(options: dict) -> None:
 
 def _check_coverage(stats, families: list[LogFamily], state: dict | None, fmt: str, *, now: float,
                     log_end: float | None, window_start: float, given_now: float | None,
-                    zone, book: SessionBook, warn: Callable[[str], None]) -> None:  # fmt: skip
+                    zone, engine: Engine, warn: Callable[[str], None]) -> None:  # fmt: skip
     """Say when the logs cannot support the answer: empty or unreadable, or ending long
     before `now`; and never let a session run on past the newest log line."""
     names = ", ".join(repr(log.path) for family in families for log in family.files)
@@ -296,7 +336,8 @@ def _check_coverage(stats, families: list[LogFamily], state: dict | None, fmt: s
     if log_end is not None and now - log_end > STALE_AFTER:
         # Logs that stopped long before now cannot show that a session still runs: it counts
         # up to the newest line. Within STALE_AFTER it counts with its age at now.
-        book.open_until = log_end
+        engine.book.open_until = log_end
+        engine.servers.open_until = log_end
         warn(
             f"the newest log line ({format_epoch(log_end, zone=zone)}) is "
             f"{_span(now - log_end)} before now ({format_epoch(now, zone=zone)}): sessions "
@@ -358,6 +399,8 @@ def _newest_time(families: list[LogFamily], settings: Settings, zone, fmt: str) 
     is a skewed clock too, and does not count.
     """
     line_time = _formats.load(fmt).line_time
+    if fmt == "jsonl":  # which field holds the time is the site's to say
+        line_time = functools.partial(line_time, options=settings.format_options)
     newest: float | None = None
     for family in families:
         for log in reversed(family.files):

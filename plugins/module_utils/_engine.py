@@ -34,6 +34,8 @@ NOTES = (
     "connection_limit",  # the gateway said the source hit a connection limit
     "denylisted",  # postscreen DENYLISTED / BLACKLISTED
     "allowlisted",  # postscreen ALLOWLISTED / WHITELISTED
+    "server_421",  # an internal server answered 421 to a message of this source
+    "server_tempfail",  # ... or another 4xx
 )
 
 
@@ -73,6 +75,8 @@ class Engine:
             window_start=book.window_start, now=book.now, thresholds=()
         )  # fmt: skip
         self.options = options or {}
+        # Whether deliveries to internal servers are read (servers are to be reported).
+        self.track_servers = False
         self.stats = Stats()
         self.ranks: dict[str, int] = {}
         self.risks: dict[str, float] = {}

@@ -11,10 +11,19 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ansible_collections.campusnet.smtpguard.plugins.module_utils import _postfix
+from ansible_collections.campusnet.smtpguard.plugins.module_utils import (
+    _esa,
+    _exchange,
+    _exim,
+    _jsonl,
+    _postfix,
+    _sendmail,
+)
 
 # format name -> reader module, in detection order
-READERS: dict[str, ModuleType] = {module.NAME: module for module in (_postfix,)}
+READERS: dict[str, ModuleType] = {
+    module.NAME: module for module in (_exchange, _jsonl, _esa, _exim, _sendmail, _postfix)
+}
 DETECTION = tuple(READERS)
 FORMATS = ("auto", *READERS)
 

@@ -39,13 +39,51 @@ SMTPD_SHAPES: tuple[tuple[bytes, str], ...] = (
     (b"timeout after ", ENDING),
     (b"too many errors after ", ENDING),
 )
-# postscreen shapes that carry a risk.
-POSTSCREEN_SHAPES: tuple[tuple[bytes, str], ...] = ((b"DNSBL rank ", RANK),)
+# postscreen shapes: a session from CONNECT to DISCONNECT (or HANGUP, or COMMAND TIME LIMIT),
+# or to smtpd's connect after a PASS; the risk of a DNSBL rank; notes. Older Postfix says
+# WHITELISTED and BLACKLISTED.
+POSTSCREEN_SHAPES: tuple[tuple[bytes, str], ...] = (
+    (b"CONNECT from ", CONNECT),
+    (b"DNSBL rank ", RANK),
+    (b"PASS NEW ", "pass"),
+    (b"PASS OLD ", "pass"),
+    (b"DISCONNECT ", DISCONNECT),
+    (b"HANGUP after ", ENDING),
+    (b"COMMAND TIME LIMIT ", ENDING),
+    (b"PREGREET ", "pregreet"),
+    (b"ALLOWLISTED ", "allowlisted"),
+    (b"WHITELISTED ", "allowlisted"),
+    (b"DENYLISTED ", "denylisted"),
+    (b"BLACKLISTED ", "denylisted"),
+)
+_POSTSCREEN_KINDS = {prefix.rstrip(): kind for prefix, kind in POSTSCREEN_SHAPES}
+_POSTSCREEN_PREFIXES = tuple(prefix for prefix, _ in POSTSCREEN_SHAPES)
+# A postscreen shape (group 1) and its client's "[address]:port" (groups 2 and 3) in one match.
+_POSTSCREEN_EVENT = re.compile(
+    rb"(" + b"|".join(re.escape(prefix.rstrip()) for prefix, _ in POSTSCREEN_SHAPES) + rb")"
+    rb" [^\[]*\[([^\]]*)\]:([0-9]+)"
+)
+# postscreen sessions are keyed by host + this + "[address]:port".
+_POSTSCREEN_KEY = b" postscreen "
 
 # Substrings that any line of interest contains; everything else is rejected unsplit. Every
 # smtpd line is of interest: besides its events it shows that its session was still alive.
 _MARK_SMTPD = b"smtpd["
-_MARK_RANK = b"DNSBL rank "
+_MARK_POSTSCREEN = b"postscreen["
+_MARK_SMTP = b"/smtp["  # the SMTP client: deliveries to internal servers
+_LAST_REPEATED = b"last message repeated "
+# A fold of more than this many lines is taken as this many: a corrupt count must not stall.
+MAX_REPEATS = 10_000
+# Queue ids remembered to name the client of a deferred message.
+QUEUE_LIMIT = 20_000
+
+# "from name[192.0.2.1]: 450 4.7.25" or "from [192.0.2.1]:52342: 450"; the code is group 2.
+_REJECT = re.compile(rb"reject: [A-Z]+ from [^\[]*\[([^\]]*)\](?::[0-9]+)?: ([2-5][0-9][0-9])[ ,]")
+# "delays=a/b/c/d": c (connection set-up) and d (transmission) are the session to the server.
+_DELAYS = re.compile(rb" delays=[0-9.]+/[0-9.]+/([0-9.]+)/([0-9.]+)")
+# "(host name[10.0.0.5] said: 421 ..." or "refused to talk to me: 421 ..."
+_SAID = re.compile(rb"(?:said|talk to me): ([2-5][0-9][0-9])[ -]")
+_REPEATED = re.compile(rb"(.*?: )message repeated ([0-9]{1,12}) times: \[ ?(.*?)\][ \r\n]*\Z", re.S)
 # How Postfix tags an IPv6 peer in some messages: [IPv6:2001:db8::25].
 _IPV6_TAGS = (b"IPv6:", b"ipv6:")
 
@@ -87,7 +125,8 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
          first: float | None = None) -> float | None:  # fmt: skip
     """The format's entry point (see `_engine`)."""
     return read_postfix(handle, book=engine.book, stamp_of=stamp_of, stats=engine.stats,
-                        ranks=engine.ranks, addresses=engine.addresses, first=first)  # fmt: skip
+                        ranks=engine.ranks, addresses=engine.addresses, first=first,
+                        engine=engine)  # fmt: skip
 
 
 def split_line(line: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
@@ -154,7 +193,6 @@ _SMTPD_EVENT = re.compile(
     rb"(?:[^\[]*\[([^\]]*)\])?"
 )
 _SMTPD_KINDS = dict(SMTPD_SHAPES)
-_POSTSCREEN_EVENT = re.compile(_prefixes(POSTSCREEN_SHAPES))
 
 
 def read_postfix(
@@ -166,36 +204,58 @@ def read_postfix(
     ranks: dict[str, int],
     addresses: dict[bytes, str | None],
     first: float | None = None,
+    engine: Engine | None = None,
+    _extras: _Extras | None = None,
 ) -> float | None:
     """Feed the session events of one file to `book`; returns the first timestamp read.
 
     `ranks` collects the highest postscreen DNSBL rank per source; `addresses` caches the
     normalised form of each address text (None for `unknown` and for anything that is not
     an address). `first` is the file's first time when reading goes on where an earlier run
-    stopped. `stats` is complete even when reading stops early (a truncated gzip).
+    stopped. `stats` is complete even when reading stops early (a truncated gzip). `engine`
+    takes what goes beyond sessions and ranks (temporary failures, notes, the gateway's
+    sessions to internal servers); without one they are dropped.
     """
+    if engine is None:
+        engine = Engine(book)
+    extras = _extras if _extras is not None else _Extras(engine, book, addresses, stats, ranks)
+    # Deliveries are read only when internal servers are to be reported.
+    servers = engine.track_servers
     now = book.now
     plausible = _PLAUSIBLE_FIRST
     evidence = book.evidence
     common = _COMMON_LINE.match
     smtpd_event = _SMTPD_EVENT.match
     postscreen_event = _POSTSCREEN_EVENT.match
+    waiting = extras.pending
     # Lines come in time order: most carry the same stamp as the line before.
     last_stamp, last_when = b"", None
     # Counted in locals, which the hot loop updates much faster than attributes.
     lines = parsed = ignored = skipped = after_now = 0
+    previous = None  # the last line of interest, which sysklogd's "last message repeated" folds
 
     try:
         for line in handle:
             lines += 1
-            if _MARK_SMTPD not in line and _MARK_RANK not in line:
+            if (
+                _MARK_SMTPD not in line
+                and _MARK_POSTSCREEN not in line
+                and (not servers or _MARK_SMTP not in line)
+            ):
                 if first is None:
                     first = _first_time(line, book=book, stamp_of=stamp_of)
+                if _LAST_REPEATED in line and previous is not None:
+                    times = _fold_count(line, _LAST_REPEATED)
+                    if times:
+                        first = extras.again(previous, times, stamp_of=stamp_of, first=first)
+                        ignored += 1
+                        continue
                 if line[0] in plausible and b": " in line:
                     ignored += 1
                 else:
                     skipped += 1
                 continue
+            previous = line
 
             # Split: the common shape by one match, anything else by split_line.
             shape = common(line)
@@ -222,11 +282,17 @@ def read_postfix(
                 after_now += 1
                 continue
 
-            # Classify: an smtpd event, a postscreen rank, or a line that shows a session alive.
+            # Classify: an smtpd event, a postscreen event, a delivery, or a line that shows
+            # a session alive.
             if program.endswith(b"smtpd"):
                 event = smtpd_event(message)
                 if event is None:
                     evidence(key, when)
+                    if message.startswith(b"message repeated "):
+                        first = extras.unfold(line, stamp_of=stamp_of, first=first)
+                    elif extras.smtpd_line(message):
+                        parsed += 1
+                        continue
                     ignored += 1
                     continue
                 shape, raw = event.group(1, 2)
@@ -236,13 +302,39 @@ def read_postfix(
                     parsed += 1
                     continue
             elif program.endswith(b"postscreen"):
-                event = postscreen_event(message)
-                if event is None:
+                if message[:5] == b"PASS ":
+                    parsed += 1  # smtpd's connect, which follows, continues the session
+                    continue
+                if message[:13] == b"CONNECT from ":
+                    event = postscreen_event(message)
+                    if event is not None:
+                        # The hot postscreen shape, as _Extras.postscreen would take it.
+                        raw, port = event.group(2, 3)
+                        client = (key[: key.find(b" ")] if b" " in key else b"", raw)
+                        connects = waiting.get(client)
+                        if connects is None:
+                            waiting[client] = [(port, when)]
+                        else:
+                            connects.append((port, when))
+                        parsed += 1
+                        continue
+                if message.startswith(b"message repeated "):
+                    first = extras.unfold(line, stamp_of=stamp_of, first=first)
                     ignored += 1
-                elif _read_rank(message[event.end() :], ranks, addresses, stats):
-                    parsed += 1  # a rank, postscreen's only shape of interest
-                else:
+                    continue
+                outcome = extras.postscreen(key, when, message, ranks)
+                if outcome is None:
                     skipped += 1
+                elif outcome:
+                    parsed += 1
+                else:
+                    ignored += 1
+                continue
+            elif program.endswith(b"/smtp") or program == b"smtp":
+                if extras.delivery(key, when, message):
+                    parsed += 1
+                else:
+                    ignored += 1
                 continue
             else:
                 ignored += 1
@@ -258,11 +350,17 @@ def read_postfix(
             if source is False:
                 source = _normalise(raw, addresses, stats)
             if kind == CONNECT:
-                book.connect(key, when, source)
+                if waiting:
+                    # postscreen handed this client over: one session since its CONNECT
+                    book.connect(key, extras.passed(key, raw, when), source)
+                else:
+                    book.connect(key, when, source)
             else:
                 book.disconnect(key, when, source)
             parsed += 1
     finally:
+        if _extras is None:
+            extras.flush()
         stats.lines += lines
         stats.parsed += parsed
         stats.ignored += ignored
@@ -270,6 +368,203 @@ def read_postfix(
         stats.after_now += after_now
 
     return first
+
+
+class _Extras:
+    """The shapes off the hot path: postscreen sessions, deliveries to internal servers,
+    temporary failures, queue ids, and the folds of a logger."""
+
+    def __init__(self, engine: Engine, book: SessionBook, addresses: dict, stats: Stats,
+                 ranks: dict[str, int]) -> None:  # fmt: skip
+        self.engine = engine
+        self.book = book
+        self.addresses = addresses
+        self.stats = stats
+        self.ranks = ranks
+        # (host, client address as written) -> [(port, CONNECT time)] of the postscreen
+        # sessions not yet ended, oldest first: smtpd's next connect of that client on that host
+        # continues the first. Between files they wait in the book as open sessions.
+        self.pending: dict[tuple[bytes, bytes], list[tuple[bytes, float]]] = {}
+        parked = [key for key in book.open_sessions
+                  if isinstance(key, bytes) and _POSTSCREEN_KEY in key]  # fmt: skip
+        for parked_key in parked:
+            start = book.open_sessions.pop(parked_key)[0]
+            host, _, endpoint = parked_key.partition(_POSTSCREEN_KEY)
+            close = endpoint.rfind(b"]:")
+            entry = (endpoint[close + 2 :], start)
+            self.pending.setdefault((host, endpoint[1:close]), []).append(entry)
+        # queue id -> client address, to name the source of a message a server defers
+        self.queue: dict[str, str] = engine.format_state.setdefault("postfix_queue", {})
+
+    def source(self, raw: bytes) -> str | None:
+        if raw[:5] in _IPV6_TAGS:
+            raw = raw[5:]
+        source = self.addresses.get(raw, False)
+        if source is False:
+            source = _normalise(raw, self.addresses, self.stats)
+        return source
+
+    # -- postscreen -------------------------------------------------------------------------
+
+    def postscreen(self, key: bytes, when: float, message: bytes, ranks: dict) -> bool | None:
+        """True for a shape of interest, False for another line, None for a broken one."""
+        event = _POSTSCREEN_EVENT.match(message)
+        if event is None:
+            if message.startswith(b"NOQUEUE: reject: "):
+                return self.reject(message)
+            if message.startswith(_POSTSCREEN_PREFIXES):
+                return None  # a shape of interest without its client
+            return False
+        shape, raw, port = event.groups()
+        kind = _POSTSCREEN_KINDS[shape]
+        if kind == RANK:
+            return _read_rank(message[11:], ranks, self.addresses, self.stats) or None
+        host = key[: key.find(b" ")] if b" " in key else b""
+        if kind == CONNECT:
+            waiting = self.pending.get((host, raw))
+            if waiting is None:
+                self.pending[(host, raw)] = [(port, when)]
+            else:
+                waiting.append((port, when))
+            return True
+        if kind == "pass":
+            return True
+        source = self.source(raw)
+        if kind == "pregreet" or kind == "allowlisted" or kind == "denylisted":
+            self.engine.note(source, kind)
+            return True
+        # DISCONNECT, HANGUP or COMMAND TIME LIMIT: the session ends here unless smtpd took it
+        # over; the DISCONNECT that may follow the other two ends nothing more.
+        if shape == b"COMMAND TIME LIMIT":
+            self.engine.note(source, "command_time_limit")
+        waiting = self.pending.get((host, raw))
+        if waiting is not None:
+            for position, (connected_port, start) in enumerate(waiting):
+                if connected_port == port:
+                    del waiting[position]
+                    if not waiting:
+                        del self.pending[(host, raw)]
+                    self.book.session(start, when, source)
+                    break
+        return True
+
+    def passed(self, key: bytes, raw: bytes, when: float) -> float:
+        """When the session of smtpd's connect `key` from `raw` at `when` began: at the
+        CONNECT of the oldest postscreen session of that client on that host, if any."""
+        host = key[: key.find(b" ")] if b" " in key else b""
+        waiting = self.pending.get((host, raw))
+        if not waiting:
+            return when
+        start = waiting.pop(0)[1]
+        if not waiting:
+            del self.pending[(host, raw)]
+        return min(start, when)
+
+    def flush(self) -> None:
+        """Park the postscreen sessions still open in the book, for `finish()` (they are open
+        sessions at `now`), the checkpoint and the next file."""
+        book = self.book
+        for (host, raw), waiting in self.pending.items():
+            source = self.source(raw)
+            for port, start in waiting:
+                session = host + _POSTSCREEN_KEY + b"[" + raw + b"]:" + port
+                book.connect(session, start, source, place=False)
+        self.pending = {}
+
+    # -- smtpd lines besides connect and disconnect -------------------------------------------
+
+    def smtpd_line(self, message: bytes) -> bool:
+        if b"reject: " in message:
+            return bool(self.reject(message))
+        if b": client=" in message:
+            return self.engine.track_servers and self.client(message)
+        if b"limit exceeded: " in message:
+            # "warning: Connection rate limit exceeded: 12 from name[192.0.2.1] for service
+            # smtp": smtpd answers 421.
+            raw = peer_address(message, message.find(b" from "))
+            source = self.source(raw) if raw is not None else None
+            self.engine.note(source, "connection_limit")
+            self.engine.reply(source, 421)
+            return source is not None
+        return False
+
+    def reject(self, message: bytes) -> bool:
+        """ "reject: RCPT from name[192.0.2.1]: 450 4.7.25 ..." (also postscreen's
+        "[192.0.2.1]:52342: 450 ..."): the code the gateway answered the client."""
+        match = _REJECT.search(message)
+        if match is None:
+            return False
+        source, code = self.source(match.group(1)), int(match.group(2))
+        self.engine.reply(source, code)
+        return source is not None and 400 <= code < 500  # only temporary failures are counted
+
+    def client(self, message: bytes) -> bool:
+        """ "4F9D21E65F: client=name[192.0.2.1]": which client a queue id came from."""
+        queue_id, _, rest = message.partition(b": client=")
+        raw = peer_address(rest)
+        source = self.source(raw) if raw is not None else None
+        if source is None or not _QUEUE_ID.fullmatch(queue_id):
+            return False
+        queue = self.queue
+        if len(queue) >= QUEUE_LIMIT:
+            # Keep the newer half: deleting the oldest one by one would slow every look-up.
+            queue = self.queue = self.engine.format_state["postfix_queue"] = dict(
+                list(queue.items())[QUEUE_LIMIT // 2 :]
+            )
+        queue[queue_id.decode("ascii")] = source
+        return True
+
+    # -- deliveries to internal servers --------------------------------------------------------
+
+    def delivery(self, key: bytes, when: float, message: bytes) -> bool:
+        """ "QID: to=<u@d>, relay=name[10.0.0.5]:25, delay=1.2, delays=0.1/0/0.5/0.6, ...":
+        a session of the gateway to the server, from its connection set-up to this line."""
+        relay = message.find(b" relay=")
+        if relay < 0:
+            return False
+        raw = peer_address(message, relay)
+        if raw is None:
+            return False  # relay=none, or a local transport
+        server = self.source(raw)
+        if server is None:
+            return False
+        delays = _DELAYS.search(message, relay)
+        length = float(delays.group(1)) + float(delays.group(2)) if delays else 0.0
+        servers = self.engine.servers
+        servers.connect(key, when - length, server)
+        servers.disconnect(key, when, server)
+        reply = _SAID.search(message, relay)
+        if reply is not None:
+            code = int(reply.group(1))
+            self.engine.server_reply(server, code)
+            if 400 <= code < 500:
+                queue_id = message.partition(b": ")[0].decode("ascii", "replace")
+                source = self.queue.get(queue_id)
+                self.engine.note(source, "server_421" if code == 421 else "server_tempfail")
+        return True
+
+    # -- logger folds ---------------------------------------------------------------------------
+
+    def unfold(self, line: bytes, *, stamp_of: Callable, first: float | None) -> float | None:
+        """rsyslog's "<header> message repeated 3 times: [ <message>]": the message again."""
+        match = _REPEATED.match(line)
+        if match is None:
+            return first
+        head, times, message = match.groups()
+        return self.again(head + message + b"\n", min(int(times), MAX_REPEATS),
+                          stamp_of=stamp_of, first=first)  # fmt: skip
+
+    def again(self, line: bytes, times: int, *, stamp_of: Callable, first: float | None
+              ) -> float | None:  # fmt: skip
+        return read_postfix([line] * min(times, MAX_REPEATS), book=self.book, stamp_of=stamp_of,
+                            stats=self.stats, ranks=self.ranks, addresses=self.addresses,
+                            first=first, engine=self.engine, _extras=self)  # fmt: skip
+
+
+def _fold_count(line: bytes, marker: bytes) -> int:
+    tail = line[line.find(marker) + len(marker) :]
+    number = tail.split(b" ", 1)[0]
+    return min(int(number), MAX_REPEATS) if number.isdigit() else 0
 
 
 def _first_time(

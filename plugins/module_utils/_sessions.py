@@ -62,8 +62,12 @@ class SessionBook:
             if self.data_start is None or first_time < self.data_start:
                 self.data_start = first_time
 
-    def connect(self, key: Hashable, when: float, source: str | None) -> None:
-        if key not in self._keys_placed:
+    def connect(self, key: Hashable, when: float, source: str | None, *,
+                place: bool = True) -> None:  # fmt: skip
+        """A session of `key` begins. `place` notes where the key's host begins its log, for a
+        later disconnect without connect; keys used once per connection (postscreen's client
+        port) say False, so that the book does not remember every key."""
+        if place and key not in self._keys_placed:
             self._place_host(key)
         previous = self.open_sessions.get(key)
         if previous is not None:
@@ -73,6 +77,10 @@ class SessionBook:
             end = previous[_TENTATIVE] if previous[_TENTATIVE] is not None else previous[_LAST]
             self._end(previous[_START], end, previous[_SOURCE])
         self.open_sessions[key] = [when, source, when, None]
+
+    def session(self, start: float, end: float, source: str | None) -> None:
+        """A whole session, read from its end (postscreen keeps it until it ends)."""
+        self._end(min(start, end), end, source)
 
     def abandon(self, hosts: set[Hashable]) -> int:
         """End the open sessions of `hosts` where they were last seen: their log broke off (a

@@ -31,10 +31,13 @@ options:
     elements: str
     required: true
   format:
-    description: Log format. V(auto) recognises it from the first lines of the files.
+    description:
+      - Log format. V(auto) recognises it from the first lines of the files, trying
+        V(exchange), V(jsonl), V(cisco_esa), V(exim), V(sendmail) and V(postfix) in that order.
+      - V(jsonl) is recognised only with its default field names; otherwise give it here.
     type: str
     default: auto
-    choices: [auto, postfix]
+    choices: [auto, postfix, cisco_esa, exim, exchange, sendmail, jsonl]
   capacity:
     description: The gateway's maximum number of concurrent SMTP sessions.
     type: int
@@ -173,16 +176,39 @@ options:
     type: path
   jsonl_fields:
     description:
-      - For O(format=jsonl), which field of each JSON object holds what.
+      - For O(format=jsonl), which field of each JSON object holds what. Keys are roles, values
+        a field name or a list of names (the first one present counts); a dotted name such as
+        V(client.ip) reaches into nested objects when no field has that exact name; V(null)
+        turns a role off. Roles left out keep their defaults.
+      - C(time) (default V(time), V(timestamp), V(@timestamp), V(ts)), ISO 8601 text or epoch
+        seconds (larger numbers are milli-, micro- or nanoseconds); C(source) (V(src),
+        V(source), V(src_ip), V(client_ip)), the client's address, also as C(address:port) or
+        C([address]:port); C(session) (V(session), V(session_id), V(sid)); C(event)
+        (V(event), V(action)); C(risk) (V(risk)), in percent; C(destination) (V(server),
+        V(relay)), the internal server the gateway passes the session to, which makes the line
+        also a gateway-to-server session of the same id; C(reply) (V(reply), V(code)), an SMTP
+        reply whose 4xx counts for the destination when the line has one, else for the source;
+        C(host) (off), the gateway that wrote the line.
+      - Every line needs a time and a source or destination; a session event also needs a
+        session. Other lines are counted in RV(stats.skipped).
     type: dict
   jsonl_events:
     description:
-      - For O(format=jsonl), which values of the event field open and end a session.
+      - For O(format=jsonl), which values of the event field open and end a session, as
+        C(connect), C(disconnect) and C(ending) each with a value or a list of values
+        (compared without case). C(ending) ends the session where it stands, such as a
+        timeout; a disconnect that follows it is not counted again.
+      - By default C(connect) is V(connect), V(open) or V(start); C(disconnect) is
+        V(disconnect), V(close), V(closed) or V(end); C(ending) is V(timeout) or V(lost).
+        When given, the option replaces the default and must name C(connect) and
+        C(disconnect).
     type: dict
   servers:
     description:
       - Internal mail servers whose occupancy (the gateway's concurrent sessions to each of
-        them) is reported, against O(server_share) of O(capacity).
+        them) is reported in RV(servers), against O(server_share) of O(capacity). Each is an
+        IP address or a mapping with C(name) and C(address).
+      - The source paper capped each server at 25% of the gateway's sessions.
     type: list
     elements: raw
   server_share:
@@ -192,7 +218,14 @@ options:
     default: 25.0
   attack_kinds:
     description:
-      - Thresholds of the attack-kind labels of the candidates and of the run.
+      - Thresholds of the attack-kind labels of the candidates and of the run; any of
+        C(flood_sessions) (default 300, the paper's cond3), C(slow_seconds) (200, cond2),
+        C(storm_replies) (20), C(ddos_sources) (10) and C(ddos_sessions) (40, cond1).
+      - A source is a C(few_source_flood) with C(flood_sessions) sessions in the window, a
+        C(slow_post) with a session of C(slow_seconds), a C(421_storm) when it drew
+        C(storm_replies) 421s (from the gateway, or from the servers its mail went to). When
+        C(ddos_sources) sources have C(ddos_sessions) sessions each, those that are not a
+        few-source flood are a C(many_source_flood). Two kinds or more make it C(mixed).
     type: dict
 attributes:
   check_mode:
@@ -201,8 +234,18 @@ attributes:
   diff_mode:
     support: none
 notes:
-  - Reads Postfix logs (smtpd sessions and postscreen DNSBL ranks) with syslog, Postfix
-    C(maillog_file) and RFC 3339 timestamps. Other gateway formats are planned.
+  - C(postfix) reads smtpd and postscreen sessions with syslog, Postfix C(maillog_file) and
+    RFC 3339 timestamps. A postscreen session runs from C(CONNECT) to C(DISCONNECT),
+    C(HANGUP) or C(COMMAND TIME LIMIT); a connection that postscreen passes on to smtpd is one
+    session from its C(CONNECT) to smtpd's C(disconnect). C(DNSBL rank) gives the risk (see
+    O(postscreen_threshold)); C(PREGREET), C(COMMAND TIME LIMIT), C(ALLOWLISTED) and
+    C(DENYLISTED) (and the older C(WHITELISTED), C(BLACKLISTED)) are noted per source.
+    C(postfix/smtp) deliveries are the gateway's sessions to internal servers (from
+    connection set-up to the delivery line, by C(delays=)); a 4xx a server answers counts
+    for the server and, through the queue id's C(client=), for the source of the message.
+    4xx replies to clients (C(reject:) lines, connection limits) count per source.
+  - Every reader undoes the folds of a logger, rsyslog's C(message repeated N times) and
+    sysklogd's C(last message repeated N times) count as N lines each (at most 10,000).
   - A session counts in the window when any part of it lies inside. Its duration is its
     whole length, or its age at O(now) when it is still open. A session whose pid logs a new
     connect before its disconnect ends at the last line seen from it.
@@ -212,6 +255,29 @@ notes:
     they never stop the analysis.
   - Run it on the log host itself for large logs and bring back only the result; with
     O(state_path) a cycle reads only the lines written since the last.
+  - C(exim) reads an Exim main log written with C(log_selector = +smtp_connection) (add
+    C(+incoming_port) so that concurrent sessions of one address pair exactly). Sessions pair
+    on the client's address and port, not on C([pid]) or C(Ci=), because the daemon writes the
+    start line before it forks; an end line's C(D=) gives the session's length. Deliveries
+    with C(DT=) (C(+deliver_time)) are server sessions, deferrals count the servers' 4xx.
+  - C(sendmail) keys sessions by host and pid. Sendmail logs no normal end, so a session
+    ends at a closing line (did not issue MAIL, lost input channel, timeout, collect errors,
+    check_relay reject), when the pid names another client, or at its last line once silent
+    for 120 s after a settled message or 3600 s after any other line; a session of one line
+    has no length. Delivery lines count the servers' 4xx but add no server sessions.
+  - C(cisco_esa) reads Cisco ESA text mail logs (C(mail_logs)), from the appliance's file or a
+    syslog push with or without a host. A session runs from C(New SMTP ICID) to C(ICID N close);
+    the policy line's SBRS gives the risk, (10 - SBRS) x 5 percent, and C(None) or C(rfc1918)
+    none. TCPREFUSE ends a session at once. Delivery connections (DCID) are the server
+    sessions; a C(Delayed:) 4xx counts for the server, never for the client of the message.
+  - C(exchange) reads Microsoft Exchange SMTP protocol logs (CSV with a C(#Fields:) header).
+    A session runs from its session id's C(+) to its C(-), also across the hourly files; a
+    4xx the gateway sent counts for the client. Receive logs are the client sessions, Send logs
+    the server sessions. With O(state_path), the header last read is kept for a file read on
+    mid-file. Exchange logs carry no risk.
+  - C(jsonl) reads one JSON object a line by O(jsonl_fields) and O(jsonl_events). Lines longer
+    than 1 MiB, nested too deeply, or not JSON objects are skipped and counted; bytes that are
+    not UTF-8 are read as replacement characters.
 """
 
 EXAMPLES = r"""
@@ -268,7 +334,36 @@ candidates:
   elements: dict
   sample:
     - {ip: 203.0.113.9, rule: cond1, rules: [cond1], sessions: 42, qualifying_sessions: 42,
-       longest_session: 40, open_sessions: 1, risk: 96.0, risk_known: true}
+       longest_session: 40, open_sessions: 1, risk: 96.0, risk_known: true,
+       kinds: [many_source_flood], tempfails: 0, replies_421: 0, notes: {pregreet: 3},
+       kind_numbers: {sessions: 42, longest_session: 40, slow_sessions: 0, replies_421: 0,
+                      server_421: 0}}
+attack:
+  description:
+    - The attack kinds the run shows (C(few_source_flood), C(slow_post), C(421_storm),
+      C(many_source_flood), C(mixed) for two or more), with the numbers behind them and the
+      thresholds used (O(attack_kinds)). Each candidate carries its own C(kinds) and
+      C(kind_numbers).
+  returned: success
+  type: dict
+  sample:
+    kinds: [few_source_flood, 421_storm, mixed]
+    numbers: {few_source_flood_sources: 2, slow_post_sources: 0, 421_storm_sources: 1,
+              server_replies_421: 163, flooding_sources: 2, replies_421: 0, tempfails: 0}
+    thresholds: {flood_sessions: 300, slow_seconds: 200, storm_replies: 20, ddos_sources: 10,
+                 ddos_sessions: 40}
+servers:
+  description:
+    - Per internal server of O(servers), the gateway's concurrent sessions to it against
+      O(server_share) of O(capacity), and the temporary failures it answered.
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - {name: mail1, address: 198.51.100.27, share: 25.0, sessions: 163, capacity: 37,
+       current_sessions: 0, current: 0.0, peak_sessions: 2, peak: 5.41,
+       peak_at: "2026-12-03T16:39:08+00:00", mean_sessions: 0.0, mean: 0.0,
+       over_share: false, tempfails: 163, replies_421: 163}
 rules:
   description: The rules that were applied.
   returned: success

@@ -1,0 +1,242 @@
+"""Exim main log reader: each line shape and each kind of fault, with its per-session result.
+
+Line shapes follow the Exim specification, chapter "Log files" (log_selector smtp_connection,
+smtp_no_mail, pid, incoming_port, incoming_interface, millisec, deliver_time) and the daemon's
+source, which writes the start line before forking the serving process.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.campusnet.smtpguard.plugins.module_utils import _exim, _formats
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._engine import Engine
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions import SessionBook
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps import (
+    TimestampParser,
+)
+from support.logs import NOW, sessions_of
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "formats"
+OPEN = b"2026-12-03 09:50:00 [1200] SMTP connection from [192.0.2.9]:1418 I=[198.51.100.1]:25 " \
+       b"(TCP/IP connection count = 1)"  # fmt: skip
+
+
+def feed(*lines: bytes) -> Engine:
+    book = SessionBook(window_start=NOW - 86400, now=NOW, thresholds=(0.0,))
+    engine = Engine(book)
+    data = b"".join(line + b"\n" for line in lines)
+    _exim.read(iter(data.splitlines(keepends=True)), engine=engine,
+               stamp_of=TimestampParser(zone=UTC, now=NOW))  # fmt: skip
+    book.finish()
+    return engine
+
+
+# (lines, {source: (sessions, longest, open)}, (parsed, ignored, skipped))
+CASES = [
+    pytest.param(
+        [
+            b"2026-12-03 09:52:42 [18643] no MAIL in SMTP connection from host.example.net (SERVER)"
+            b" [192.0.2.85]:1418 I=[198.51.100.1]:25 D=2m42s C=QUIT"
+        ],
+        {"192.0.2.85": (1, 162.0, 0)},
+        (1, 0, 0),
+        id="regression-no-mail-duration-with-units",
+    ),
+    pytest.param(
+        [
+            OPEN,
+            b"2026-12-03 09:51:00 [30001] SMTP connection from h.example.net ([192.0.2.9])"
+            b" [192.0.2.9]:1418 I=[198.51.100.1]:25 closed by QUIT",
+        ],
+        {"192.0.2.9": (1, 60.0, 0)},
+        (2, 0, 0),
+        id="start-by-daemon-end-by-child-pid",
+    ),
+    pytest.param(
+        [
+            OPEN.replace(b"[1200] ", b""),
+            b"2026-12-03 09:50:07 SMTP connection from [192.0.2.9]:"
+            b"1418 I=[198.51.100.1]:25 Ci=30001 lost",
+        ],
+        {"192.0.2.9": (1, 7.0, 0)},
+        (2, 0, 0),
+        id="no-pid-connection-id-lost",
+    ),
+    pytest.param(
+        [
+            OPEN,
+            b"2026-12-03 09:55:00 [30001] SMTP command timeout on connection from x "
+            b"(spoof [203.0.113.66]) [192.0.2.9]:1418 I=[198.51.100.1]:25 D=5m",
+        ],
+        {"192.0.2.9": (1, 300.0, 0)},
+        (2, 0, 0),
+        id="helo-address-never-a-source",
+    ),
+    pytest.param(
+        [
+            b"2026-12-03 09:50:00.250 +0100 [7] SMTP connection from [2001:DB8:0:0::25]:999 "
+            b"(TCP/IP connection count = 2)",
+            b"2026-12-03 09:50:01.750 +0100 [8] SMTP connection from [2001:DB8:0:0::25]:999 "
+            b"D=1.5s closed by QUIT",
+        ],
+        {"2001:db8::25": (1, 1.5, 0)},
+        (2, 0, 0),
+        id="ipv6-millisec-zone",
+    ),
+    pytest.param(
+        [
+            b"2026-12-03 09:50:00 SMTP connection from [192.0.2.5] (TCP/IP connection count = 1)",
+            b"2026-12-03 09:50:02 SMTP connection from [192.0.2.5] (TCP/IP connection count = 2)",
+            b"2026-12-03 09:50:04 SMTP connection from [192.0.2.5] closed by QUIT",
+            b"2026-12-03 09:50:05 SMTP connection from [192.0.2.5] lost",
+        ],
+        {"192.0.2.5": (2, 4.0, 0)},
+        (4, 0, 0),
+        id="no-port-oldest-first",
+    ),
+    pytest.param([OPEN], {"192.0.2.9": (1, 600.0, 1)}, (1, 0, 0), id="open-without-close"),
+    pytest.param(
+        [
+            b"2026-12-03 09:40:00 [1] Start queue run: pid=1",
+            b"2026-12-03 09:45:00 [2] SMTP connection from [192.0.2.7]:5 lost",
+        ],
+        {"192.0.2.7": (1, 300.0, 0)},
+        (1, 1, 0),
+        id="close-without-open-from-file-start",
+    ),
+    pytest.param(
+        [
+            OPEN,
+            b"2026-12-03 09:50:03 [2] SMTP connection from [192.0.2.9]:1418 closed by QUIT",
+            OPEN.replace(b"09:50:00", b"09:50:10"),
+            b"2026-12-03 09:50:30 [3] SMTP connection from [192.0.2.9]:1418 closed by QUIT",
+        ],
+        {"192.0.2.9": (2, 20.0, 0)},
+        (4, 0, 0),
+        id="port-reused-after-close",
+    ),
+    pytest.param(
+        [OPEN, b"2026-12-03 09:49:00 [2] SMTP connection from [192.0.2.9]:1418 closed by QUIT"],
+        {"192.0.2.9": (1, 0.0, 0)},
+        (2, 0, 0),
+        id="clock-going-back",
+    ),
+    pytest.param(
+        [b"2026-12-03 09:50:00 [1] SMTP connection from [unknown]:1 (TCP/IP connection count = 1)"],
+        {},
+        (1, 0, 0),
+        id="unknown-address",
+    ),
+    pytest.param([OPEN[:60]], {}, (0, 0, 1), id="truncated-line"),
+    pytest.param([b"\x00\x17garbage", b"2026-12-03 09:5"], {}, (0, 0, 2), id="corrupt-lines"),
+    pytest.param(
+        [
+            OPEN,
+            b"2026-12-03 09:50:09 [2] SMTP connection from h\xff\xfe (\xe9t\xe9) "
+            b"[192.0.2.9]:1418 closed by QUIT",
+        ],
+        {"192.0.2.9": (1, 9.0, 0)},
+        (2, 0, 0),
+        id="non-utf8",
+    ),
+    pytest.param(
+        [
+            OPEN,
+            b"2026-12-03 09:50:02 [2] H=(" + b"x" * 200_000 + b") [192.0.2.9]:1418 "
+            b"temporarily rejected RCPT <u@campus.example>: greylisted",
+        ],
+        {"192.0.2.9": (1, 600.0, 1)},
+        (2, 0, 0),
+        id="huge-line",
+    ),
+    pytest.param(
+        [b"2026-12-03 09:50:00 [1] SMTP connection from [192.0.2.300]:1 closed by QUIT"],
+        {},
+        (0, 0, 1),
+        id="not-an-address",
+    ),
+    pytest.param(
+        [
+            b"Dec  3 09:50:00 mx1 exim[1200]: 2026-12-03 09:50:00 SMTP connection from [192.0.2.3]:"
+            b"7 (TCP/IP connection count = 1)",
+            b"Dec  3 09:50:04 mx1 exim[30001]: 2026-12-03 09:50:04 SMTP connection from "
+            b"[192.0.2.3]:7 closed by QUIT",
+            b"Dec  3 09:50:04 mx1 kernel: unrelated",
+        ],
+        {"192.0.2.3": (1, 4.0, 0)},
+        (2, 1, 0),
+        id="through-syslog",
+    ),
+]
+
+
+@pytest.mark.parametrize(("lines", "expected", "counts"), CASES)
+def test_line_shapes_give_the_right_sessions(lines, expected, counts):
+    engine = feed(*lines)
+
+    assert sessions_of(engine.book) == expected
+    stats = engine.stats
+    assert (stats.parsed, stats.ignored, stats.skipped) == counts
+    assert stats.lines == stats.parsed + stats.ignored + stats.skipped + stats.after_now
+
+
+def test_sync_error_notes_pregreet_and_refusals_count_421():
+    engine = feed(
+        b"2026-12-03 09:50:00 [1] SMTP protocol synchronization error (input sent without "
+        b'waiting for greeting): rejected connection from H=[192.0.2.63]:62873 input="EHLO '
+        b'[203.0.113.1]"',
+        b"2026-12-03 09:50:01 [2] Connection from [192.0.2.64]:4000 I=[198.51.100.1]:25 refused:"
+        b" too many connections",
+        b"2026-12-03 09:50:02 [3] SMTP call from (x) [192.0.2.65]:9 dropped: too many "
+        b'unrecognized commands (last command was "[203.0.113.2]")',
+    )
+
+    assert engine.notes["192.0.2.63"] == {"rejected": 1, "pregreet": 1}
+    assert engine.replies["192.0.2.64"] == {"421": 1, "4xx": 1}
+    assert engine.notes["192.0.2.64"] == {"connection_limit": 1, "rejected": 1}
+    assert engine.notes["192.0.2.65"] == {"rejected": 1}
+    assert "203.0.113.1" not in engine.notes and "203.0.113.2" not in engine.notes
+
+
+def test_deliveries_to_internal_servers():
+    engine = feed(
+        b"2026-12-03 09:50:05 [2] 1v0000-000000000AB-abcd => u@campus.example R=campus "
+        b'T=remote_smtp H=mx1.campus.example [10.0.0.5] C="250 OK" DT=4s',
+        b"2026-12-03 09:50:06 [3] 1v0001-000000000AC-abcd == u@campus.example R=campus "
+        b"T=remote_smtp defer (-46) H=mx2.campus.example [10.0.0.6]: SMTP error from remote "
+        b"mail server after RCPT TO:<u@campus.example>: 421 4.3.2 busy",
+    )
+    engine.servers.finish()
+
+    assert sessions_of(engine.servers) == {"10.0.0.5": (1, 4.0, 0)}
+    assert engine.server_replies == {"10.0.0.6": {"421": 1, "4xx": 1}}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (b"2m42s", 162.0),
+        (b"1h2m3s", 3723.0),
+        (b"0.125s", 0.125),
+        (b"3d", 259200.0),
+        (b"", None),
+        (b"2x", None),
+    ],
+)
+def test_durations_with_units(text, seconds):
+    assert _exim.parse_duration(text) == seconds
+
+
+def test_detection_picks_exim_and_exim_claims_no_other_log():
+    exim = (DATA / "exim" / "mainlog").read_bytes().splitlines(keepends=True)[:200]
+    assert _formats.detect(exim) == "exim"
+
+    others = [path for path in DATA.rglob("*") if path.is_file() and "exim" not in path.parts]
+    others += [path for path in (DATA.parent.parent.parent / "demo" / "sample").rglob("*.log*")]
+    for path in others:
+        head = path.read_bytes().splitlines(keepends=True)[:200]
+        assert not _exim.looks_like(head), path

@@ -1,0 +1,227 @@
+"""Sendmail reader: each line shape and each kind of fault, with its per-session result.
+
+Line shapes follow Sendmail's own messages (sendmail/srvrsmtp.c, collect.c and the
+check_relay ruleset of cf/m4/proto.m4) as syslog writes them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.campusnet.smtpguard.plugins.module_utils import _formats, _sendmail
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._engine import Engine
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions import SessionBook
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps import (
+    TimestampParser,
+)
+from support.logs import NOW, sessions_of
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "formats"
+FROM = b"Dec  3 09:50:00 mx2 sm-mta[500]: 5B3A000001: from=<a@example.org>, size=10, class=0, " \
+       b"nrcpts=1, proto=ESMTP, daemon=MTA, relay=host.example.net [192.0.2.9]"  # fmt: skip
+LAST = b"Dec  3 09:59:59 mx2 postfix/pickup[3]: keeps the log going"
+
+
+def feed(*lines: bytes) -> Engine:
+    book = SessionBook(window_start=NOW - 86400, now=NOW, thresholds=(0.0,))
+    engine = Engine(book)
+    data = b"".join(line + b"\n" for line in lines)
+    _sendmail.read(iter(data.splitlines(keepends=True)), engine=engine,
+                   stamp_of=TimestampParser(zone=UTC, now=NOW))  # fmt: skip
+    book.finish()
+    return engine
+
+
+def at(clock: bytes, pid: bytes, text: bytes) -> bytes:
+    return b"Dec  3 " + clock + b" mx2 sm-mta[" + pid + b"]: " + text
+
+
+# (lines, {source: (sessions, longest, open)}, (parsed, ignored, skipped))
+CASES = [
+    pytest.param(
+        [
+            at(
+                b"09:50:00",
+                b"14956",
+                b"w23NZFZk014956: rejecting commands from bot.example.net "
+                b"[IPv6:2001:db8::a1] due to pre-greeting traffic after 3 seconds",
+            ),
+            at(
+                b"09:50:10",
+                b"14956",
+                b"w23NZFZk014956: bot.example.net [IPv6:2001:db8::a1] did "
+                b"not issue MAIL/EXPN/VRFY/ETRN during connection to MTA",
+            ),
+        ],
+        {"2001:db8::a1": (1, 10.0, 0)},
+        (2, 0, 0),
+        id="regression-pregreet-ipv6",
+    ),
+    pytest.param(
+        [
+            FROM,
+            at(
+                b"09:50:03",
+                b"500",
+                b"5B3A000001: to=<u@campus.example>, delay=00:00:03, "
+                b"mailer=relay, relay=mx1.campus.example [10.0.0.5], stat=Sent (ok)",
+            ),
+            LAST,
+        ],
+        {"192.0.2.9": (1, 3.0, 0)},
+        (2, 1, 0),
+        id="settled-then-silent-ends-at-last-line",
+    ),
+    pytest.param(
+        [FROM, at(b"09:59:00", b"501", b"5B3A000002: from=<b@example.org>, relay=[192.0.2.8]")],
+        {"192.0.2.9": (1, 0.0, 0), "192.0.2.8": (1, 60.0, 1)},
+        (2, 0, 0),
+        id="open-without-close",
+    ),
+    pytest.param(
+        [
+            at(
+                b"09:50:00",
+                b"502",
+                b"5B3A000003: ruleset=check_rcpt, arg1=<u@campus.example>, "
+                b"relay=host [192.0.2.7], reject=451 4.7.1 Please try again later",
+            ),
+            at(
+                b"09:55:00",
+                b"502",
+                b"5B3A000003: timeout waiting for input from host [192.0.2.7] "
+                b"during server cmd read",
+            ),
+            LAST,
+        ],
+        {"192.0.2.7": (1, 300.0, 0)},
+        (2, 1, 0),
+        id="slow-post-kept-whole",
+    ),
+    pytest.param(
+        [
+            at(
+                b"09:50:00",
+                b"503",
+                b"NOQUEUE: host [192.0.2.6] did not issue MAIL/EXPN/VRFY/ETRN"
+                b" during connection to MTA",
+            )
+        ],
+        {"192.0.2.6": (1, 0.0, 0)},
+        (1, 0, 0),
+        id="close-without-open",
+    ),
+    pytest.param(
+        [
+            FROM,
+            at(b"09:50:05", b"500", b"5B3A000009: from=<c@example.org>, relay=other [192.0.2.5]"),
+            at(
+                b"09:50:08",
+                b"500",
+                b"5B3A000009: lost input channel from other [192.0.2.5] to MTA after rcpt",
+            ),
+        ],
+        {"192.0.2.9": (1, 0.0, 0), "192.0.2.5": (1, 3.0, 0)},
+        (3, 0, 0),
+        id="pid-reused",
+    ),
+    pytest.param(
+        [FROM, at(b"09:49:00", b"500", b"5B3A000001: collect: premature EOM: unexpected close")],
+        {"192.0.2.9": (1, 0.0, 0)},
+        (2, 0, 0),
+        id="clock-going-back",
+    ),
+    pytest.param(
+        [
+            at(
+                b"09:50:00",
+                b"504",
+                b"NOQUEUE: ruleset=check_relay, arg1=unknown, arg2=unknown, "
+                b"relay=[unknown], reject=421 4.3.2 busy",
+            )
+        ],
+        {},
+        (1, 0, 0),
+        id="unknown-address",
+    ),
+    pytest.param([FROM[:-5]], {}, (0, 0, 1), id="truncated-line"),
+    pytest.param([b"\x00garbage", b"Dec  3 09:5"], {}, (0, 0, 2), id="corrupt-lines"),
+    pytest.param(
+        [FROM.replace(b"host.example.net", b"h\xff\xfe.example")],
+        {"192.0.2.9": (1, 600.0, 1)},
+        (1, 0, 0),
+        id="non-utf8",
+    ),
+    pytest.param(
+        [FROM + b", " + b"x" * 200_000], {"192.0.2.9": (1, 600.0, 1)}, (1, 0, 0), id="huge-line"
+    ),
+    pytest.param([FROM.replace(b"192.0.2.9", b"192.0.2.999")], {}, (0, 0, 1), id="not-an-address"),
+]
+
+
+@pytest.mark.parametrize(("lines", "expected", "counts"), CASES)
+def test_line_shapes_give_the_right_sessions(lines, expected, counts):
+    engine = feed(*lines)
+
+    assert sessions_of(engine.book) == expected
+    stats = engine.stats
+    assert (stats.parsed, stats.ignored, stats.skipped) == counts
+    assert stats.lines == stats.parsed + stats.ignored + stats.skipped + stats.after_now
+
+
+def test_check_relay_421_ends_the_session_and_counts_the_reply():
+    engine = feed(
+        at(
+            b"09:50:00",
+            b"600",
+            b"NOQUEUE: ruleset=check_relay, arg1=bot.example.net, "
+            b"arg2=192.0.2.44, relay=bot.example.net [192.0.2.44], reject=421 4.3.2 Connection "
+            b"rate limit exceeded.",
+        ),
+        at(
+            b"09:50:01",
+            b"601",
+            b"5B3A000010: to=<u@campus.example>, delay=00:00:01, "
+            b"mailer=relay, relay=mx2.campus.example [10.0.0.6], dsn=4.0.0, stat=Deferred: 421 "
+            b"4.3.2 Service not available",
+        ),
+    )
+
+    assert sessions_of(engine.book) == {"192.0.2.44": (1, 0.0, 0)}
+    assert engine.replies == {"192.0.2.44": {"421": 1, "4xx": 1}}
+    assert engine.notes == {"192.0.2.44": {"rejected": 1}}
+    assert engine.server_replies == {"10.0.0.6": {"421": 1, "4xx": 1}}
+
+
+def test_pregreet_and_timeouts_are_noted():
+    engine = feed(
+        at(
+            b"09:50:00",
+            b"700",
+            b"w23: rejecting commands from bot [192.0.2.1] due to "
+            b"pre-greeting traffic after 0 seconds",
+        ),
+        at(
+            b"09:50:30",
+            b"701",
+            b"w24: timeout waiting for input from bot [192.0.2.1] during server cmd read",
+        ),
+    )
+
+    assert engine.notes == {"192.0.2.1": {"pregreet": 1, "command_time_limit": 1}}
+
+
+def test_detection_picks_sendmail_and_sendmail_claims_no_other_log():
+    sendmail = (DATA / "sendmail" / "maillog").read_bytes().splitlines(keepends=True)[:200]
+    assert _formats.detect(sendmail) == "sendmail"
+    postfix_sendmail = [b"Dec  3 09:50:00 mx1 postfix/sendmail[77]: fatal: usage"]
+    assert not _sendmail.looks_like(postfix_sendmail)
+
+    others = [path for path in DATA.rglob("*") if path.is_file() and "sendmail" not in path.parts]
+    others += [path for path in (DATA.parent.parent.parent / "demo" / "sample").rglob("*.log*")]
+    for path in others:
+        head = path.read_bytes().splitlines(keepends=True)[:200]
+        assert not _sendmail.looks_like(head), path
