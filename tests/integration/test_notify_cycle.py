@@ -1,0 +1,164 @@
+"""The demo cycle with the notify role at its end: the evidence report of a real run, its
+escaping of hostile names, retention, and notifications that fail without failing the cycle
+and without showing a secret, even at -vvv."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.listeners import SyslogListener, free_port, webhook_server
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "demo" / "sample"
+PASSWORD = "relay-Secret-4711"
+TOKEN = "T111/B222/cycleSECRETtoken"
+# A PTR name and an allowlist reason an attacker or a careless edit could write.
+HOSTILE_PTR = "<script>alert-1</script>.evil.example"
+HOSTILE_REASON = "partner <b onmouseover=alert(2)>univ</b> & co"
+
+sys.path.insert(0, str(ROOT / "tools"))
+from minidns import DNSServer, load_zone_file  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def answer() -> dict:
+    return yaml.safe_load((SAMPLE / "answer.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def dns_port(tmp_path_factory):
+    zone = tmp_path_factory.mktemp("zone") / "hostile.zone"
+    zone.write_text((ROOT / "demo" / "dns.zone").read_text()
+                    + f"10.113.0.203.in-addr.arpa PTR {HOSTILE_PTR}. 3600\n")  # fmt: skip
+    server = DNSServer(load_zone_file(zone), host="127.0.0.1", port=0)
+    server.start()
+    try:
+        yield server.port
+    finally:
+        server.stop()
+
+
+def run_cycle(work: Path, dns_port: int, extra: dict, *args: str) -> tuple[int, str]:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+           "SMTPGUARD_DEMO_DNS_PORT": str(dns_port)}  # fmt: skip
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/mitigate.yml",
+               "-e", json.dumps({"smtpguard_work_dir": str(work), **extra}), *args]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout + done.stderr
+
+
+def recap(output: str) -> dict[str, int]:
+    line = next(line for line in output.splitlines() if line.startswith("localhost "))
+    return {key: int(value) for key, value in
+            (field.split("=") for field in line.split(":", 1)[1].split())}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cycle(tmp_path_factory, dns_port):
+    """Two real runs: the first notifies through a dead relay, a webhook and syslog at -vvv,
+    the second keeps one report only."""
+    work = tmp_path_factory.mktemp("notify-cycle") / "work"
+    with webhook_server() as hook, SyslogListener() as syslog:
+        settings = {
+            "spare_allowlist": [{"network": "198.51.100.128/25", "reason": HOSTILE_REASON}],
+            "notify_mail_host": "127.0.0.1",
+            "notify_mail_port": free_port(),  # nothing listens there
+            "notify_mail_username": "smtpguard",
+            "notify_mail_password": PASSWORD,
+            "notify_mail_recipients": ["noc@campus.example"],
+            "notify_webhook_url": f"http://127.0.0.1:{hook.server_port}/services/{TOKEN}",
+            "notify_syslog_address": "127.0.0.1",
+            "notify_syslog_port": syslog.port,
+        }
+        first = run_cycle(work, dns_port, settings, "-vvv")
+        datagrams = syslog.drain()
+        reports = {path.name: path.read_text() for path in (work / "reports" / "cycles").iterdir()}
+        second = run_cycle(work, dns_port, {**settings, "notify_report_keep_files": 1})
+    return {"work": work, "first": first, "second": second, "hook": hook.received,
+            "syslog": datagrams, "first_reports": reports}  # fmt: skip
+
+
+def test_cycle_completes_although_the_relay_is_dead(cycle):
+    rc, output = cycle["first"]
+    assert rc == 0, output[-3000:]
+    assert recap(output)["failed"] == 0
+    assert "[WARNING]: notification by mail failed" in output
+    assert "Connection refused" in output
+
+
+def test_other_channels_deliver(cycle):
+    [received] = cycle["hook"][:1]
+    assert received["json"]["smtpguard"]["blocked_new"] == 14
+    assert received["json"]["smtpguard"]["spared"] == 2
+    [line] = [datagram.decode() for datagram in cycle["syslog"]]
+    assert "smtpguard: summary: gw1.demo occupancy 30.0% peak 56.0% triggered; 14 blocked" in line
+
+
+def test_second_summary_within_the_hour_is_not_sent(cycle):
+    rc, output = cycle["second"]
+    assert rc == 0, output[-3000:]
+    assert len(cycle["hook"]) == 1
+    assert "not due (one summary per 1h)" in output
+
+
+def test_no_secret_in_verbose_output(cycle):
+    rc, output = cycle["first"]
+    assert "ESTABLISH LOCAL CONNECTION" in output  # -vvv took effect
+    for secret in (PASSWORD, TOKEN, "cycleSECRETtoken"):
+        assert secret not in output
+
+
+def test_report_records_the_run(cycle, answer):
+    [report] = [json.loads(text) for name, text in cycle["first_reports"].items()
+                if name.endswith(".json")]  # fmt: skip
+    assert report["run"]["check_time"] == answer["now"]
+    [gateway] = report["gateways"]
+    assert gateway["name"] == "gw1.demo"
+    assert gateway["occupancy"]["current_sessions"] == answer["occupancy"]["current_sessions"]
+    assert gateway["occupancy"]["peak"] == answer["occupancy"]["peak"]
+    verdicts = {row["ip"]: row for row in report["candidates"]}
+    assert {ip for ip, row in verdicts.items() if row["verdict"] == "blocked (new)"} == {
+        entry["ip"] for entry in answer["block"]
+    }
+    assert {ip for ip, row in verdicts.items() if row["verdict"] == "spared"} == {
+        entry["ip"] for entry in answer["spared"]
+    }
+    for entry in answer["block"]:
+        assert verdicts[entry["ip"]]["rule"] == entry["rule"]
+    assert verdicts["203.0.113.9"]["forward_confirmed"] is True
+    assert verdicts["203.0.113.10"]["ptr"] == HOSTILE_PTR
+    assert report["decision"]["snapshot"] == 1
+    devices = {device["name"]: device for device in report["devices"]}
+    assert set(devices) == {"ips1.demo", "feed1.demo"}
+    assert devices["feed1.demo"]["pushed"] is True
+    assert devices["feed1.demo"]["entries"] == len(answer["block"])
+    assert "+2001:db8:bad::40" in devices["ips1.demo"]["diff"]
+
+
+def test_html_holds_candidates_escaped_and_the_chart(cycle, answer):
+    [page] = [text for name, text in cycle["first_reports"].items() if name.endswith(".html")]
+    for entry in answer["block"] + answer["spared"]:
+        assert f"<td>{entry['ip']}</td>" in page
+    assert "<script>" not in page and "<b onmouseover" not in page
+    assert "&lt;script&gt;alert-1&lt;/script&gt;.evil.example" in page
+    assert "partner &lt;b onmouseover=alert(2)&gt;univ&lt;/b&gt; &amp; co" in page
+    assert "<svg" in page and "alert 40.0%" in page and "trigger 20.0%" in page
+
+
+def test_retention_keeps_the_newest_report(cycle):
+    rc, output = cycle["second"]
+    assert rc == 0, output[-3000:]
+    left = sorted((cycle["work"] / "reports" / "cycles").iterdir())
+    assert len(left) == 2  # one run: its JSON and its HTML
+    assert left[0].name not in cycle["first_reports"]
+
+
+def test_report_and_notification_change_nothing_on_a_rerun(cycle):
+    assert recap(cycle["second"][1])["changed"] == 0
