@@ -32,7 +32,10 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._measures impo
     load_servers,
     server_occupancy,
 )
-from ansible_collections.campusnet.smtpguard.plugins.module_utils._occupancy import sweep
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._occupancy import (
+    series_points,
+    sweep,
+)
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._risk import (
     RiskError,
     rank_to_risk,
@@ -200,6 +203,8 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
         capacity=settings.capacity,
     )
     occupancy["peak_at"] = format_epoch(occupancy["peak_at"], zone=zone)
+    occupancy["series"] = series_points(occupancy["series"], settings.capacity,
+                                        lambda moment: format_epoch(moment, zone=zone))  # fmt: skip
     # Compared on exact counts: the rounded percentage could hide 20.001% as 20.0%.
     current = 100.0 * book.counts["open_sessions"]
     triggered = current > settings.trigger_occupancy * settings.capacity or settings.force

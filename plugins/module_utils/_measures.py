@@ -23,7 +23,10 @@ from typing import Callable
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import (
     normalise_address,
 )
-from ansible_collections.campusnet.smtpguard.plugins.module_utils._occupancy import sweep
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._occupancy import (
+    series_points,
+    sweep,
+)
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions import (
     LONGEST,
     SESSIONS,
@@ -135,6 +138,7 @@ def server_occupancy(
         occupancy = sweep(deltas[address], start=start, end=end, current_sessions=current[address],
                           capacity=server_capacity)  # fmt: skip
         occupancy["peak_at"] = format_time(occupancy["peak_at"])
+        occupancy["series"] = series_points(occupancy["series"], server_capacity, format_time)
         answered = replies.get(address, {})
         results.append({
             "name": name,

@@ -303,7 +303,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 occupancy:
-  description: Session occupancy of the gateway.
+  description:
+    - Session occupancy of the gateway. C(series) is, for each minute of the window (longer
+      steps for windows over 12 hours), the most sessions at once, for a chart.
   returned: success
   type: dict
   sample:
@@ -315,6 +317,8 @@ occupancy:
     peak_at: "2026-12-03T16:20:11+00:00"
     mean_sessions: 18.2
     mean: 18.2
+    series:
+      - {at: "2026-12-03T16:19:00+00:00", sessions: 41, percent: 41.0}
 triggered:
   description: Current occupancy is above O(trigger_occupancy), or O(force) is set.
   returned: success

@@ -43,6 +43,9 @@ def test_sweep_measures_peak_mean_and_current(intervals, peak, peak_at, mean, cu
         _deltas(intervals, start=0), start=0, end=100, current_sessions=current, capacity=10
     )
 
+    series = result.pop("series")
+    assert [moment for moment, _ in series] == [0, 60]
+    assert max(value for _, value in series) == peak
     assert result == {
         "capacity": 10,
         "current_sessions": current,
@@ -123,6 +126,12 @@ def test_occupancy_through_the_engine_sweeps_the_sessions_of_the_log(tmp_path):
 
     result = run_analysis(tmp_path / "mail.log", capacity=8, window="30m")
 
+    # Per minute of the window, the most sessions at once: four in the minute of the peak.
+    series = result["occupancy"].pop("series")
+    assert len(series) == 30
+    assert series[0] == {"at": iso(NOW - 1800), "sessions": 1, "percent": 12.5}
+    assert series[15] == {"at": iso(NOW - 900), "sessions": 4, "percent": 50.0}
+    assert series[-1]["sessions"] == 1
     # Session-seconds in the window: 1000 + 600 + 1000 + 300 = 2900 over 1800 s.
     assert result["occupancy"] == {
         "capacity": 8,
@@ -145,3 +154,30 @@ def test_trigger_is_strictly_above_even_below_the_rounding(tmp_path):
 
     assert result["occupancy"]["current_sessions"] == 20_001
     assert result["triggered"] is True
+
+
+def test_series_holds_the_highest_level_of_each_minute():
+    # 0-300 s: one session 10-70 s, two overlapping in 130-150 s, one open from 250 s
+    deltas = _deltas([(10, 70), (130, 200), (140, 150), (250, None)], start=0)
+    result = sweep(deltas, start=0, end=300, current_sessions=1, capacity=10)
+
+    assert result["series"] == [[0, 1], [60, 1], [120, 2], [180, 1], [240, 1]]
+    assert max(value for _, value in result["series"]) == result["peak_sessions"]
+
+
+def test_series_of_a_quiet_window_is_zero_throughout():
+    result = sweep({}, start=0, end=180, current_sessions=0, capacity=10)
+
+    assert result["series"] == [[0, 0], [60, 0], [120, 0]]
+
+
+def test_series_of_a_long_window_stays_short_and_keeps_the_peak():
+    # a year: steps grow to whole minutes so that at most 720 points come back
+    year = 366 * 86400
+    deltas = _deltas([(1000.0, 1001.0), (1000.5, 1000.75)], start=0)
+    result = sweep(deltas, start=0, end=year, current_sessions=0, capacity=10)
+
+    steps = [moment for moment, _ in result["series"]]
+    assert len(steps) <= 720
+    assert (steps[1] - steps[0]) % 60 == 0
+    assert result["series"][0][1] == 2 == result["peak_sessions"]
