@@ -63,8 +63,10 @@ _POSTSCREEN_EVENT = re.compile(
     rb"(" + b"|".join(re.escape(prefix.rstrip()) for prefix, _ in POSTSCREEN_SHAPES) + rb")"
     rb" [^\[]*\[([^\]]*)\]:([0-9]+)"
 )
-# postscreen sessions are keyed by host + this + "[address]:port".
+# postscreen sessions are parked in the book keyed by host + this + "[address]:port": still in
+# postscreen's tests, or passed to smtpd and waiting for its connect.
 _POSTSCREEN_KEY = b" postscreen "
+_PASSED_KEY = b" postscreen-passed "
 
 # Substrings that any line of interest contains; everything else is rejected unsplit. Every
 # smtpd line is of interest: besides its events it shows that its session was still alive.
@@ -228,6 +230,7 @@ def read_postfix(
     smtpd_event = _SMTPD_EVENT.match
     postscreen_event = _POSTSCREEN_EVENT.match
     waiting = extras.pending
+    handed = extras.handed
     # Lines come in time order: most carry the same stamp as the line before.
     last_stamp, last_when = b"", None
     # Counted in locals, which the hot loop updates much faster than attributes.
@@ -244,12 +247,15 @@ def read_postfix(
             ):
                 if first is None:
                     first = _first_time(line, book=book, stamp_of=stamp_of)
-                if _LAST_REPEATED in line and previous is not None:
+                if _LAST_REPEATED in line:
                     times = _fold_count(line, _LAST_REPEATED)
                     if times:
-                        first = extras.again(previous, times, stamp_of=stamp_of, first=first)
-                        ignored += 1
+                        if previous is not None:
+                            first = extras.again(previous, times, stamp_of=stamp_of, first=first)
+                        ignored += 1  # a fold of a line of no interest is of none either
                         continue
+                # sysklogd folds only the line right before: this one, of no interest.
+                previous = None
                 if line[0] in plausible and b": " in line:
                     ignored += 1
                 else:
@@ -303,7 +309,22 @@ def read_postfix(
                     continue
             elif program.endswith(b"postscreen"):
                 if message[:5] == b"PASS ":
-                    parsed += 1  # smtpd's connect, which follows, continues the session
+                    # smtpd's connect, which follows, continues the session of this port.
+                    # "PASS OLD [192.0.2.1]:52342", taken apart as _POSTSCREEN_EVENT would.
+                    close = message.rfind(b"]:")
+                    port = message[close + 2 :]
+                    if message[9:10] != b"[" or close < 10 or not port.isdigit():
+                        skipped += 1
+                        continue
+                    raw = message[10:close]
+                    client = (key[: key.find(b" ")] if b" " in key else b"", raw)
+                    connects = waiting.get(client)
+                    if (connects is not None and len(connects) == 1 and connects[0][0] == port
+                            and client not in handed):  # fmt: skip
+                        handed[client] = waiting.pop(client)  # the common case of hand()
+                    else:
+                        extras.hand(client, port)
+                    parsed += 1
                     continue
                 if message[:13] == b"CONNECT from ":
                     event = postscreen_event(message)
@@ -331,7 +352,10 @@ def read_postfix(
                     ignored += 1
                 continue
             elif program.endswith(b"/smtp") or program == b"smtp":
-                if extras.delivery(key, when, message):
+                if message.startswith(b"message repeated "):
+                    first = extras.unfold(line, stamp_of=stamp_of, first=first)
+                    ignored += 1
+                elif extras.delivery(key, when, message):
                     parsed += 1
                 else:
                     ignored += 1
@@ -350,7 +374,7 @@ def read_postfix(
             if source is False:
                 source = _normalise(raw, addresses, stats)
             if kind == CONNECT:
-                if waiting:
+                if handed or waiting:
                     # postscreen handed this client over: one session since its CONNECT
                     book.connect(key, extras.passed(key, raw, when), source)
                 else:
@@ -382,17 +406,21 @@ class _Extras:
         self.stats = stats
         self.ranks = ranks
         # (host, client address as written) -> [(port, CONNECT time)] of the postscreen
-        # sessions not yet ended, oldest first: smtpd's next connect of that client on that host
-        # continues the first. Between files they wait in the book as open sessions.
+        # sessions not yet ended, oldest first: in `pending` while postscreen tests them, in
+        # `handed` once it passed them to smtpd (PASS, ALLOWLISTED). smtpd's next connect of
+        # that client on that host continues the oldest handed one, or else the oldest pending
+        # one. Between files they wait in the book as open sessions.
         self.pending: dict[tuple[bytes, bytes], list[tuple[bytes, float]]] = {}
-        parked = [key for key in book.open_sessions
-                  if isinstance(key, bytes) and _POSTSCREEN_KEY in key]  # fmt: skip
-        for parked_key in parked:
-            start = book.open_sessions.pop(parked_key)[0]
-            host, _, endpoint = parked_key.partition(_POSTSCREEN_KEY)
-            close = endpoint.rfind(b"]:")
-            entry = (endpoint[close + 2 :], start)
-            self.pending.setdefault((host, endpoint[1:close]), []).append(entry)
+        self.handed: dict[tuple[bytes, bytes], list[tuple[bytes, float]]] = {}
+        for marker, table in ((_POSTSCREEN_KEY, self.pending), (_PASSED_KEY, self.handed)):
+            parked = [key for key in book.open_sessions
+                      if isinstance(key, bytes) and marker in key]  # fmt: skip
+            for parked_key in parked:
+                start = book.open_sessions.pop(parked_key)[0]
+                host, _, endpoint = parked_key.partition(marker)
+                close = endpoint.rfind(b"]:")
+                entry = (endpoint[close + 2 :], start)
+                table.setdefault((host, endpoint[1:close]), []).append(entry)
         # queue id -> client address, to name the source of a message a server defers
         self.queue: dict[str, str] = engine.format_state.setdefault("postfix_queue", {})
 
@@ -428,48 +456,57 @@ class _Extras:
                 waiting.append((port, when))
             return True
         if kind == "pass":
-            return True
+            return self.hand((host, raw), port)
         source = self.source(raw)
         if kind == "pregreet" or kind == "allowlisted" or kind == "denylisted":
             self.engine.note(source, kind)
+            if kind == "allowlisted":
+                self.hand((host, raw), port)  # postscreen passes it to smtpd at once
             return True
         # DISCONNECT, HANGUP or COMMAND TIME LIMIT: the session ends here unless smtpd took it
         # over; the DISCONNECT that may follow the other two ends nothing more.
         if shape == b"COMMAND TIME LIMIT":
             self.engine.note(source, "command_time_limit")
-        waiting = self.pending.get((host, raw))
-        if waiting is not None:
-            for position, (connected_port, start) in enumerate(waiting):
-                if connected_port == port:
-                    del waiting[position]
-                    if not waiting:
-                        del self.pending[(host, raw)]
-                    self.book.session(start, when, source)
-                    break
+        for table in (self.pending, self.handed):
+            start = _take((host, raw), port, table)
+            if start is not None:
+                self.book.session(start, when, source)
+                break
+        return True
+
+    def hand(self, client: tuple[bytes, bytes], port: bytes) -> bool:
+        """ "PASS NEW [192.0.2.1]:52342" (or OLD, or ALLOWLISTED): postscreen hands the
+        connection of `client` (host, address) on `port` to smtpd."""
+        start = _take(client, port, self.pending)
+        if start is not None:
+            self.handed.setdefault(client, []).append((port, start))
         return True
 
     def passed(self, key: bytes, raw: bytes, when: float) -> float:
         """When the session of smtpd's connect `key` from `raw` at `when` began: at the
-        CONNECT of the oldest postscreen session of that client on that host, if any."""
-        host = key[: key.find(b" ")] if b" " in key else b""
-        waiting = self.pending.get((host, raw))
-        if not waiting:
-            return when
-        start = waiting.pop(0)[1]
-        if not waiting:
-            del self.pending[(host, raw)]
-        return min(start, when)
+        CONNECT of the oldest postscreen session of that client on that host that postscreen
+        passed, or else of the oldest one still in its tests, if any."""
+        client = (key[: key.find(b" ")] if b" " in key else b"", raw)
+        for table in (self.handed, self.pending):
+            waiting = table.get(client)
+            if waiting:
+                start = waiting.pop(0)[1]
+                if not waiting:
+                    del table[client]
+                return min(start, when)
+        return when
 
     def flush(self) -> None:
         """Park the postscreen sessions still open in the book, for `finish()` (they are open
         sessions at `now`), the checkpoint and the next file."""
         book = self.book
-        for (host, raw), waiting in self.pending.items():
-            source = self.source(raw)
-            for port, start in waiting:
-                session = host + _POSTSCREEN_KEY + b"[" + raw + b"]:" + port
-                book.connect(session, start, source, place=False)
-        self.pending = {}
+        for marker, table in ((_POSTSCREEN_KEY, self.pending), (_PASSED_KEY, self.handed)):
+            for (host, raw), waiting in table.items():
+                source = self.source(raw)
+                for port, start in waiting:
+                    session = host + marker + b"[" + raw + b"]:" + port
+                    book.connect(session, start, source, place=False)
+            table.clear()
 
     # -- smtpd lines besides connect and disconnect -------------------------------------------
 
@@ -522,9 +559,13 @@ class _Extras:
         relay = message.find(b" relay=")
         if relay < 0:
             return False
+        field_end = message.find(b", ", relay)
+        bracket = message.find(b"[", relay, field_end if field_end > 0 else len(message))
+        if bracket < 0:
+            return False  # relay=none, or a local transport: no server in the relay field
         raw = peer_address(message, relay)
         if raw is None:
-            return False  # relay=none, or a local transport
+            return False
         server = self.source(raw)
         if server is None:
             return False
@@ -559,6 +600,21 @@ class _Extras:
         return read_postfix([line] * min(times, MAX_REPEATS), book=self.book, stamp_of=stamp_of,
                             stats=self.stats, ranks=self.ranks, addresses=self.addresses,
                             first=first, engine=self.engine, _extras=self)  # fmt: skip
+
+
+def _take(client: tuple[bytes, bytes], port: bytes,
+          table: dict[tuple[bytes, bytes], list[tuple[bytes, float]]]) -> float | None:  # fmt: skip
+    """Remove the session of `client` on `port` from `table`; its start, or None."""
+    waiting = table.get(client)
+    if waiting is None:
+        return None
+    for position, (connected_port, start) in enumerate(waiting):
+        if connected_port == port:
+            del waiting[position]
+            if not waiting:
+                del table[client]
+            return start
+    return None
 
 
 def _fold_count(line: bytes, marker: bytes) -> int:

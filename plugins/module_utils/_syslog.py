@@ -51,6 +51,8 @@ def expand_repeats(handle: Iterable[bytes]) -> Iterator[bytes]:
             stamp = _STAMP.match(line)
             if stamp is not None:
                 host = line[stamp.end() :].split(b" ", 1)[0]
+                if host[-1:] == b":" or b"[" in host:
+                    host = b""  # no host: the word after the stamp is the program
                 previous[host] = line
             yield line
             continue
