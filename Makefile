@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 LINK := .collections/ansible_collections/campusnet/smtpguard
 
-.PHONY: setup demo test unit integration molecule lab lint clean bench
+.PHONY: setup demo test unit integration molecule lab lint clean bench ee
 
 setup: $(STAMP) $(LINK)
 
@@ -64,3 +64,15 @@ clean:
 # Root: installs fail2ban with apt-get when missing and uses a network namespace for nftables.
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+# The execution environment's build context for AWX (ansible-builder 3, pinned in
+# requirements-ee.txt): the collection built into a tarball, then ee/context/ with its
+# Containerfile. No container is built; see execution-environment.yml for the command.
+EE_CONTEXT ?= ee/context
+ee: setup
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-ee.txt
+	rm -rf ee/build $(EE_CONTEXT)
+	$(BIN)/ansible-galaxy collection build --force --output-path ee/build .
+	mv ee/build/campusnet-smtpguard-*.tar.gz ee/build/campusnet-smtpguard.tar.gz
+	$(BIN)/ansible-builder create --file execution-environment.yml --context $(EE_CONTEXT) \
+		--output-filename Containerfile
