@@ -128,12 +128,14 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
         families = expand_paths(settings.paths)
     except LogFileError as exc:
         raise AnalysisError(str(exc)) from None
-    fmt = _detect_format(families, settings.format)
+    # Each rotated family is read in its own format: a list may name several gateways' logs.
+    formats = _detect_formats(families, settings.format)
+    fmt = ", ".join(sorted(set(formats.values())))
 
     given_now = parse_iso(settings.now, zone=zone) if settings.now else None
     if given_now is not None and not EARLIEST <= given_now <= LATEST:
         raise AnalysisError(f"now must lie between 1971 and 9998, not {settings.now!r}")
-    log_end = _newest_time(families, settings, zone, fmt)
+    log_end = _newest_time(families, settings, zone, formats)
     now = given_now if given_now is not None else log_end
     if now is None and all(log.size == 0 for family in families for log in family.files):
         raise AnalysisError(
@@ -170,8 +172,13 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
         stamp_of = TimestampParser(
             zone=zone, year=settings.year, now=given_now, reference=log.mtime
         )
-        outcome = _read_file(reading, fmt, keep_position=state is not None, engine=engine,
-                             stamp_of=stamp_of, warn=warn)  # fmt: skip
+        parsed_before, lines_before = stats.parsed, stats.lines
+        outcome = _read_file(reading, formats[log.path], keep_position=state is not None,
+                             engine=engine, stamp_of=stamp_of, warn=warn)  # fmt: skip
+        if stats.lines > lines_before and stats.parsed == parsed_before:
+            warn(f"none of the {stats.lines - lines_before} lines read from {log.path!r} is an "
+                 f"SMTP session event of a {formats[log.path]} log; unless the gateway was "
+                 "idle, check the format")  # fmt: skip
         if outcome is not None:
             reached[log.path] = outcome
             continue
@@ -221,6 +228,11 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
         share=settings.server_share, replies=engine.server_replies,
         format_time=lambda moment: format_epoch(moment, zone=zone),
     )  # fmt: skip
+    unseen = [server["name"] for server in server_results
+              if not server["sessions"] and not server["tempfails"]]  # fmt: skip
+    if unseen:
+        warn(f"no session to {', '.join(unseen)} in the window: check the servers' addresses, "
+             "and that the gateway's deliveries are in the logs read")  # fmt: skip
     candidates = matches if triggered else []
 
     result = {
@@ -365,50 +377,72 @@ def _span(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def _detect_format(families: list[LogFamily], requested: str) -> str:
+def _detect_formats(families: list[LogFamily], requested: str) -> dict[str, str]:
+    """The format of each file (by path): `requested`, or with `auto` what the first lines of
+    each rotated family show (a family whose files are all empty takes another's)."""
     supported = ("auto", *_formats.available())
     if requested not in supported:
         raise AnalysisError(f"format {requested!r} is not supported; use one of {supported}")
     if requested != "auto":
-        return requested
-    heads: list[list[bytes]] = []
-    for family in families:
+        return {log.path: requested for family in families for log in family.files}
+    found: dict[int, str] = {}
+    unknown: list[LogFamily] = []
+    for position, family in enumerate(families):
+        heads = []
         for log in family.files:
-            head: list[bytes] = []
-            try:
-                with open_log(log.path) as handle:
-                    for line in handle:
-                        head.append(line)
-                        if len(head) >= 200:
-                            break
-            except (OSError, EOFError):
-                pass  # a damaged file: judge by the lines before the damage; reading warns
-            found = _formats.detect(head)
-            if found is not None:
-                return found
+            head = _head(log.path)
+            detected = _formats.detect(head)
+            if detected is not None:
+                found[position] = detected
+                break
             heads.append(head)
-    if not any(heads):
-        return "postfix"  # nothing to misread; the analysis warns that the files are empty
-    raise AnalysisError(
-        "could not recognise the log format of "
-        + ", ".join(repr(log.path) for family in families for log in family.files)
-        + f"; set format explicitly (supported: {', '.join(supported[1:])})"
-    )
+        else:
+            if any(heads):
+                unknown.append(family)
+    if unknown:
+        raise AnalysisError(
+            "could not recognise the log format of "
+            + ", ".join(repr(log.path) for family in unknown for log in family.files)
+            + f"; set format explicitly (supported: {', '.join(supported[1:])})"
+        )
+    # Families with nothing to misread take the format of the others (postfix when all are
+    # empty); the analysis warns that they are empty.
+    fallback = next(iter(found.values()), "postfix")
+    return {
+        log.path: found.get(position, fallback)
+        for position, family in enumerate(families)
+        for log in family.files
+    }
 
 
-def _newest_time(families: list[LogFamily], settings: Settings, zone, fmt: str) -> float | None:
+def _head(path: str) -> list[bytes]:
+    head: list[bytes] = []
+    try:
+        with open_log(path) as handle:
+            for line in handle:
+                head.append(line)
+                if len(head) >= 200:
+                    break
+    except (OSError, EOFError):
+        pass  # a damaged file: judge by the lines before the damage; reading warns
+    return head
+
+
+def _newest_time(families: list[LogFamily], settings: Settings, zone,
+                 formats: dict[str, str]) -> float | None:  # fmt: skip
     """The newest timestamp among the last lines of each family's newest readable file.
 
     The newest of several lines, not the last one, so that one line with a skewed clock
     cannot move the check a year back; a time more than a day after the controller's clock
     is a skewed clock too, and does not count.
     """
-    line_time = _formats.load(fmt).line_time
-    if fmt == "jsonl":  # which field holds the time is the site's to say
-        line_time = functools.partial(line_time, options=settings.format_options)
     newest: float | None = None
     for family in families:
         for log in reversed(family.files):
+            fmt = formats[log.path]
+            line_time = _formats.load(fmt).line_time
+            if fmt == "jsonl":  # which field holds the time is the site's to say
+                line_time = functools.partial(line_time, options=settings.format_options)
             limit = log.mtime + FUTURE_SLACK  # no line is written after its file's mtime
             stamp_of = TimestampParser(zone=zone, year=settings.year, reference=log.mtime)
             try:
@@ -435,6 +469,7 @@ def _read_file(reading: _checkpoint.Reading, fmt: str, *, keep_position: bool, e
     if first is not None:
         engine.book.begin_stream(first)  # going on in a file whose beginning an earlier run read
     read = _formats.load(fmt).read
+    engine.book.keys_recur = True  # pids come back; readers of unique session ids say so
     try:
         if not keep_position:
             with open_log(path) as handle:

@@ -255,6 +255,7 @@ def _set_book(book: SessionBook, state: dict) -> None:
     book.file_start = state["file_start"]
     book.counts["ended_unknown"] = state["ended_unknown"]
     book.counts["start_unknown"] = state["start_unknown"]
+    book.counts["repeated_lines"] = state.get("repeated_lines", 0)
 
 
 def _book_state(book: SessionBook) -> dict:
@@ -267,6 +268,7 @@ def _book_state(book: SessionBook) -> dict:
         "file_start": book.file_start,
         "ended_unknown": book.counts["ended_unknown"],
         "start_unknown": book.counts["start_unknown"],
+        "repeated_lines": book.counts["repeated_lines"],
     }
 
 

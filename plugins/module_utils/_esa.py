@@ -145,6 +145,7 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
          first: float | None = None) -> float | None:  # fmt: skip
     """The format's entry point (see `_engine`): feed every line of `handle` to `engine`."""
     book = engine.book
+    book.keys_recur = False  # an ICID names one connection
     now = book.now
     head = _HEAD.match
     plausible = _PLAUSIBLE_FIRST

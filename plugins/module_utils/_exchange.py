@@ -156,6 +156,7 @@ class _Layout:
 def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes], float | None],
          first: float | None = None) -> float | None:  # fmt: skip
     """The format's entry point (see `_engine`): feed one file's sessions to `engine`."""
+    engine.book.keys_recur = False  # a session id names one connection
     state = engine.format_state.setdefault(NAME, {})
     layout = _Layout(state)
     stats = engine.stats

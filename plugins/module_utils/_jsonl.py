@@ -206,6 +206,7 @@ def line_time(line: bytes, stamp_of: Callable[[bytes], float | None], *,
 def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes], float | None],
          first: float | None = None) -> float | None:  # fmt: skip
     """The format's entry point (see `_engine`): feed one file's sessions to `engine`."""
+    engine.book.keys_recur = False  # a session id names one connection
     feeder = _Feeder(validate(engine.options), engine)
     stats = engine.stats
     now = engine.book.now

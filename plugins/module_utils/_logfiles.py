@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable
 
 GZIP_MAGIC = b"\x1f\x8b"
+# Compressions some rotations use (newsyslog's bzip2, xz, zstd) that the reader refuses.
+_OTHER_COMPRESSION = (
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
 
 # How much of a file's beginning identifies its content across renames, copies and gzip.
 HEAD_SIZE = 4096
@@ -89,10 +95,17 @@ def _stat(path: str) -> LogFile:
         )
     try:
         info = os.stat(path)
-        with open(path, "rb"):
-            pass
+        with open(path, "rb") as handle:
+            head = handle.read(6)
     except OSError as exc:
         raise LogFileError(f"cannot read log file {path!r}: {exc.strerror}") from None
+    for magic, name in _OTHER_COMPRESSION:
+        if head.startswith(magic):
+            # Read as text it would look like junk lines, and its sessions would go unseen.
+            raise LogFileError(
+                f"log file {path!r} is compressed with {name}, which is not read; rotate with "
+                f"gzip (or none), or leave the file out of the paths"
+            )
     return LogFile(
         path=path, mtime=info.st_mtime, size=info.st_size, device=info.st_dev, inode=info.st_ino
     )

@@ -65,7 +65,7 @@ def load_kinds(options: dict | None) -> dict[str, float]:
             raise MeasureError(f"attack_kinds.{name} must be a number, not {value!r}")
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise MeasureError(f"attack_kinds.{name} must be a number, not {value!r}") from None
         if not math.isfinite(number) or number < 1:
             raise MeasureError(f"attack_kinds.{name} must be 1 or more, not {value!r}")
@@ -77,6 +77,7 @@ def load_servers(items: list | None) -> list[tuple[str, str]]:
     """(name, address) of each internal server: an address, or {name, address}."""
     servers: list[tuple[str, str]] = []
     seen: set[str] = set()
+    names: set[str] = set()
     for position, item in enumerate(items or [], start=1):
         if isinstance(item, dict):
             raw, name = item.get("address"), item.get("name")
@@ -90,8 +91,12 @@ def load_servers(items: list | None) -> list[tuple[str, str]]:
             )
         if address in seen:
             raise MeasureError(f"servers[{position}]: {address} is listed twice")
+        label = str(name) if name else address
+        if label in names:
+            raise MeasureError(f"servers[{position}]: the name {label!r} is used twice")
         seen.add(address)
-        servers.append((str(name) if name else address, address))
+        names.add(label)
+        servers.append((label, address))
     return servers
 
 

@@ -18,6 +18,13 @@ _START, _SOURCE, _LAST, _TENTATIVE = 0, 1, 2, 3
 # Source aggregate record: [sessions, longest, open, count_ge(threshold_0), ...]
 SESSIONS, LONGEST, OPEN, FIRST_COUNT = 0, 1, 2, 3
 
+# How much later than its end line a session's start line may come and still be taken for
+# the start of that session (lines of one second shipped out of order: syslog over UDP,
+# several shippers).
+REORDER_SLACK = 1.0  # only for keys that do not recur
+# How many keys the book remembers for that, and for end lines logged twice.
+RECENT_KEYS = 65536
+
 
 class SessionBook:
     """Sessions of one analysis window ending at `now`.
@@ -47,6 +54,7 @@ class SessionBook:
             "anonymous_sessions": 0,
             "ended_unknown": 0,
             "start_unknown": 0,
+            "repeated_lines": 0,
         }
         self.file_start: float | None = None
         self.host_start: dict[Hashable, float] = {}
@@ -54,6 +62,14 @@ class SessionBook:
         self.data_start: float | None = None
         # Keys whose host is already in host_start: spares splitting the key on every connect.
         self._keys_placed: set[Hashable] = set()
+        # Whether a key comes back for a new session (a pid does; an ESA ICID or an Exchange
+        # session id does not): a start line at the second its key last ended is then a new
+        # session, not the start of that one logged late. Readers with unique ids say False.
+        self.keys_recur = True
+        # key -> where in `ended` a session lies whose end line came before any start line
+        self._orphans: dict[Hashable, int] = {}
+        # key -> end of its last session, to know an end line logged twice
+        self._closed: dict[Hashable, float] = {}
 
     def begin_stream(self, first_time: float | None) -> None:
         """Note where the file being read begins (its first line with a readable time)."""
@@ -69,7 +85,20 @@ class SessionBook:
         port) say False, so that the book does not remember every key."""
         if place and key not in self._keys_placed:
             self._place_host(key)
+        if self._orphans:
+            index = self._orphans.pop(key, None)
+            if index is not None:
+                start, end, known = self.ended[index]
+                if when < end or (when <= end + REORDER_SLACK and not self.keys_recur):
+                    # The start line of a session whose end line came first.
+                    self.ended[index] = (min(when, end), end, known if known else source)
+                    self.counts["start_unknown"] -= 1
+                    return
         previous = self.open_sessions.get(key)
+        if previous is not None and previous[_START] == when and previous[_LAST] == when:
+            # The same start line again (a log shipped twice): nothing happened in between.
+            self.counts["repeated_lines"] += 1
+            return
         if previous is not None:
             # The pid logged a new connect before the old session's disconnect: the old
             # session ended somewhere after the last line we saw from it, but not later.
@@ -111,6 +140,10 @@ class SessionBook:
     def disconnect(self, key: Hashable, when: float, source: str | None) -> None:
         session = self.open_sessions.pop(key, None)
         if session is None:
+            if self._closed.get(key) == when:
+                # The same end line again (a log shipped twice).
+                self.counts["repeated_lines"] += 1
+                return
             # Its connect lies before the first line read of this host's log (the start of
             # the file where the host first appeared): it lasted at least from there. Another
             # gateway's log, read before or after, says nothing about it.
@@ -118,9 +151,17 @@ class SessionBook:
                 return
             start = self.host_start.setdefault(host_of(key), self.file_start)
             self.counts["start_unknown"] += 1
-            self._end(min(start, when), when, source)
+            if self._end(min(start, when), when, source):
+                # Its start line may yet come, out of order.
+                if len(self._orphans) >= RECENT_KEYS:
+                    self._orphans.clear()
+                self._orphans[key] = len(self.ended) - 1
             return
         self._end(session[_START], when, session[_SOURCE])
+        closed = self._closed
+        if len(closed) >= RECENT_KEYS:
+            closed.clear()
+        closed[key] = when
 
     def finish(self) -> None:
         """Sum up the window: sessions per source, and the occupancy's changes; the sessions
@@ -144,9 +185,11 @@ class SessionBook:
         if host in self.host_start:
             self._keys_placed.add(key)
 
-    def _end(self, start: float, end: float, source: str | None) -> None:
+    def _end(self, start: float, end: float, source: str | None) -> bool:
         if end >= self.window_start:
             self.ended.append((start, end, source))
+            return True
+        return False
 
     def _count(self, start: float, end: float, source: str | None, still_open: bool) -> None:
         if end < start:
