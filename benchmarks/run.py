@@ -14,8 +14,11 @@ Sections (`--only` picks some):
                is installed with apt-get when missing: the benchmark then needs root);
 - incremental  a re-analysis after 1% more lines with state_path, and that its result equals
                a full read's;
-- dns          PTR + forward look-ups of 10,000 candidates (spare's confirm_names) against
-               tools/minidns.py on loopback adding 50 ms to every answer;
+- dns          PTR + forward look-ups of 10,000 candidates (spare's confirm_names) against a
+               DNS server on loopback whose answers come 50 ms late: benchmarks/dnsserver.py
+               (replies prepared from the zone, so that the server is not what is measured)
+               or tools/minidns.py (`--dns-server minidns`); then the same again from the
+               cache file a first run wrote (TTLs 300 s);
 - nftables     rendering 100,000 entries with the push_blocklist template (plain Jinja2 and
                the collection's filters) and applying them atomically with `nft -f`, twice, in
                a network namespace made for it and deleted after (root);
@@ -302,35 +305,64 @@ def bench_incremental(logs: dict[int, dict], repeat: int) -> dict:
 # --- dns ------------------------------------------------------------------------------------
 
 
+def _wait_for_port(process: subprocess.Popen, portfile: Path, what: str) -> int:
+    """The port a server wrote to `portfile` (removed before the server was started)."""
+    deadline = time.monotonic() + 60
+    while not (portfile.exists() and portfile.read_text().strip()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.05)
+    return int(portfile.read_text())
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def dnsserver(zone: Path, *, latency: float) -> Iterator[int]:
+    """benchmarks/dnsserver.py on 127.0.0.1 with `latency`; yields its port, stops it by PID."""
+    portfile = zone.with_suffix(".port")
+    portfile.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [str(PYTHON), str(HERE / "dnsserver.py"), "--zone", str(zone), "--latency", str(latency),
+         "--portfile", str(portfile)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield _wait_for_port(process, portfile, "benchmarks/dnsserver.py")
+    finally:
+        _stop(process)
+
+
 @contextlib.contextmanager
 def minidns(zone: Path, *, latency: float) -> Iterator[int]:
     """tools/minidns.py on 127.0.0.1 with `latency`; yields its port, stops it by its PID."""
     portfile = zone.with_suffix(".port")
+    portfile.unlink(missing_ok=True)
     process = subprocess.Popen(
         [str(PYTHON), str(ROOT / "tools" / "minidns.py"), "--listen", "127.0.0.1", "--port", "0",
          "--zone", str(zone), "--portfile", str(portfile), "--latency", str(latency)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while not (portfile.exists() and portfile.read_text().strip()):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("tools/minidns.py did not start")
-            time.sleep(0.05)
-        yield int(portfile.read_text())
+        yield _wait_for_port(process, portfile, "tools/minidns.py")
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
 
 
-def bench_dns(work: Path, *, count: int = 10_000, latency: float = 0.05,
+def bench_dns(work: Path, *, server: str = "dnsserver", count: int = 10_000, latency: float = 0.05,
               concurrency: int = 500) -> dict:  # fmt: skip
     _collection()
-    from ansible_collections.campusnet.smtpguard.plugins.module_utils._dns import confirm_names
+    from ansible_collections.campusnet.smtpguard.plugins.module_utils._dns import (
+        DnsCache,
+        confirm_names,
+    )
 
     addresses = [f"198.18.{index // 250}.{index % 250 + 1}" for index in range(count)]
     zone = work / "candidates.zone"
@@ -339,23 +371,41 @@ def bench_dns(work: Path, *, count: int = 10_000, latency: float = 0.05,
             reverse = ".".join(reversed(address.split("."))) + ".in-addr.arpa"
             handle.write(f"{reverse} PTR host{index}.example.jp. 300\n")
             handle.write(f"host{index}.example.jp A {address} 300\n")
+    start = dnsserver if server == "dnsserver" else minidns
+    running = start(zone, latency=latency)
 
-    with minidns(zone, latency=latency) as port:
+    cache_path = work / "dns-cache.json"
+    with running as port:
 
-        def look_up():
+        def look_up(cache=None):
             return confirm_names(addresses, nameservers=["127.0.0.1"], port=port,
-                                 concurrency=concurrency, timeout=5.0)  # fmt: skip
+                                 concurrency=concurrency, timeout=2.0, cache=cache)  # fmt: skip
 
-        times, (results, stats) = _timed(look_up, 1)
+        cold = DnsCache()  # empty: every question is asked, and the answers kept
+        times, (results, stats) = _timed(lambda: look_up(cold), 1)
+        cold.save(cache_path)
+
+        def from_cache_file():
+            warm = DnsCache.load(cache_path)
+            outcome = look_up(warm)
+            warm.save(cache_path)
+            return outcome
+
+        warm_times, (warm_results, warm_stats) = _timed(from_cache_file, 1)
     figure = {
+        "server": server,
         "candidates": count,
         "latency_seconds": latency,
         "concurrency": concurrency,
         "seconds": round(times[0], 2),
         "confirmed": Counter(result.status for result in results.values()).get("confirmed", 0),
         "lookups": stats.as_dict(),
+        "warm_seconds": round(warm_times[0], 2),
+        "warm_confirmed": Counter(r.status for r in warm_results.values()).get("confirmed", 0),
+        "warm_lookups": warm_stats.as_dict(),
     }
-    print(f"dns: {figure['seconds']} s for {count:,} candidates", flush=True)
+    print(f"dns ({server}): {figure['seconds']} s for {count:,} candidates, "
+          f"{figure['warm_seconds']} s from the cache file", flush=True)  # fmt: skip
     return figure
 
 
@@ -529,6 +579,18 @@ def markdown(results: dict) -> str:
         at = results.get("measured", {}).get(section, {})
         when = f"{at.get('commit', '?')} ({at.get('date', '?')})"
         lines.append(f"| {name} | {measured:,} | {target:,} | {met} | {when} |")
+    dns, nft = results.get("dns", {}), results.get("nftables", {})
+    if "warm_seconds" in dns:
+        lines += ["", f"DNS: {dns['candidates']:,} candidates against {dns['server']} with "
+                  f"{dns['latency_seconds'] * 1000:.0f} ms latency, "
+                  f"{dns['concurrency']} questions at "
+                  f"a time: {dns['seconds']} s ({dns['lookups']['timeouts']} timeouts); again from "
+                  f"the cache file the first run wrote: {dns['warm_seconds']} s "
+                  f"({dns['warm_lookups']['lookups']} questions asked)."]  # fmt: skip
+    if nft.get("runs"):
+        lines += ["", "nftables: " + "; ".join(
+            f"generation {run['generation']}: render {run['render_seconds']} s, "
+            f"apply {run['apply_seconds']} s" for run in nft["runs"]) + "."]  # fmt: skip
     lines += ["", "## History", "", "| date | commit | engine 1 M lines/s | peak RSS 10 M |"
               " incremental s | dns s | nftables s | playbook s |", "|---|---|---:|---:|---:|---:|"
               "---:|---:|"]  # fmt: skip
@@ -598,6 +660,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data", type=Path, default=Path("/tmp/smtpguard-bench"))
     parser.add_argument("--output", type=Path, default=HERE)
+    parser.add_argument(
+        "--dns-server",
+        choices=("dnsserver", "minidns"),
+        default="dnsserver",
+        help="DNS server of the dns section: benchmarks/dnsserver.py or tools/minidns.py",
+    )
     parser.add_argument("--engine-child", help=argparse.SUPPRESS)
     parser.add_argument("--incremental-child", nargs=3, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
@@ -629,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
             "floor": lambda: bench_floor(logs, options.repeat),
             "peer": lambda: bench_peer(logs),
             "incremental": lambda: bench_incremental(logs, options.repeat),
-            "dns": lambda: bench_dns(work),
+            "dns": lambda: bench_dns(work, server=options.dns_server),
             "nftables": lambda: bench_nftables(work),
             "playbook": lambda: bench_playbook(work, options.repeat),
         }

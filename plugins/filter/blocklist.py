@@ -36,8 +36,24 @@ _NETWORK_CHARACTERS = re.compile(r"[0-9A-Fa-f.:/]+")
 # internet; an operator who really means it blocks it on the device by hand.
 MIN_PREFIX = {4: 16, 6: 32}
 
+# No entry may overlap these: the unspecified and loopback addresses, link-local, multicast,
+# IPv4's reserved class E (with the broadcast address) and IPv6's old site-local range.
+SPECIAL_NETWORKS = {
+    4: ("0.0.0.0/32", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"),
+    6: ("::/128", "::1/128", "fe80::/10", "fec0::/10", "ff00::/8"),
+}
+# The same as (first, last) integers, so that checking an entry builds no objects.
+_SPECIAL_RANGES = {
+    version: tuple(
+        (int(network.network_address), int(network.broadcast_address))
+        for network in map(ipaddress.ip_network, networks)
+    )
+    for version, networks in SPECIAL_NETWORKS.items()
+}
+
 
 def _network(item: object) -> IPNetwork:
+    """`item` as a network that went through ipaddress and may reach a device, or an error."""
     if not isinstance(item, str) or not _NETWORK_CHARACTERS.fullmatch(item):
         raise AnsibleFilterError(f"block list entry {item!r} is not an IP address or network")
     try:
@@ -52,30 +68,24 @@ def _network(item: object) -> IPNetwork:
 
 def _refusal(item: str, network: IPNetwork) -> str | None:
     """Why an entry must never reach a device, or None."""
-    if ":" in item and network.version == 4 and network.prefixlen < 32:
+    version, prefixlen = network.version, network.prefixlen
+    if version == 4 and prefixlen < 32 and ":" in item:
         return "an IPv4-mapped IPv6 network; give it in IPv4 form"
-    if network.prefixlen < MIN_PREFIX[network.version]:
+    if prefixlen < MIN_PREFIX[version]:
         return (
-            f"wider than /{MIN_PREFIX[network.version]}; smtpguard never blocks so much of "
+            f"wider than /{MIN_PREFIX[version]}; smtpguard never blocks so much of "
             "the internet at once"
         )
-    special = (
-        network.is_loopback
-        or network.is_multicast
-        or network.is_unspecified
-        or network.is_link_local
-        or (network.version == 4 and network.is_reserved)
-        or network.overlaps(ipaddress.ip_network("255.255.255.255/32"))
-        if network.version == 4
-        else network.is_loopback
-        or network.is_multicast
-        or network.is_unspecified
-        or network.is_link_local
-        or network.is_site_local
-    )
-    if special:
+    first = int(network.network_address)
+    last = first | ((1 << (network.max_prefixlen - prefixlen)) - 1)
+    if any(first <= high and low <= last for low, high in _SPECIAL_RANGES[version]):
         return "a loopback, multicast, link-local, reserved or unspecified address"
     return None
+
+
+def _networks(entries: object, *, name: str) -> set[IPNetwork]:
+    """Every entry checked once by `_network`, duplicates merged."""
+    return {_network(item) for item in _items(entries, name=name)}
 
 
 def _text(network: IPNetwork, notation: str = "cidr") -> str:
@@ -125,7 +135,7 @@ def blocklist_networks(
         raise AnsibleFilterError(f"blocklist_networks: notation must be one of {NOTATIONS}")
     if family is not None and str(family) not in ("4", "6"):
         raise AnsibleFilterError(f"blocklist_networks: family must be 4 or 6, not {family!r}")
-    networks = {_network(item) for item in _items(entries, name="blocklist_networks")}
+    networks = _networks(entries, name="blocklist_networks")
     if collapse:
         networks = set(_collapse(networks))
     if family is not None:
@@ -137,9 +147,20 @@ def blocklist_family(entries: object, version: int | str) -> list[str]:
     """Only the IPv4 (`4`) or only the IPv6 (`6`) entries, canonical and sorted."""
     if str(version) not in ("4", "6"):
         raise AnsibleFilterError(f"blocklist_family takes 4 or 6, not {version!r}")
-    networks = {_network(item) for item in _items(entries, name="blocklist_family")}
+    networks = _networks(entries, name="blocklist_family")
     kept = (network for network in networks if network.version == int(version))
     return [_text(network) for network in sorted(kept, key=sort_key)]
+
+
+def blocklist_by_family(entries: object) -> dict[int, list[str]]:
+    """`{4: [...], 6: [...]}`: the IPv4 and the IPv6 entries, canonical and sorted.
+
+    What `blocklist_family` gives for each version, with every entry checked only once.
+    """
+    split: dict[int, list[str]] = {4: [], 6: []}
+    for network in sorted(_networks(entries, name="blocklist_by_family"), key=sort_key):
+        split[network.version].append(_text(network))
+    return split
 
 
 def blocklist_fit(
@@ -158,7 +179,7 @@ def blocklist_fit(
     network, and what still does not fit is cut, the least impact first (`impact`: the
     plan's entries with their evidence). `warning` says what was done, with numbers.
     """
-    networks = {_network(item) for item in _items(entries, name="blocklist_fit")}
+    networks = _networks(entries, name="blocklist_fit")
     requested = len(networks)
     if aggregate and (int(prefix_v4) < MIN_PREFIX[4] or int(prefix_v6) < MIN_PREFIX[6]):
         raise AnsibleFilterError(
@@ -192,20 +213,44 @@ def nft_set_networks(listing: object) -> list[str]:
     nft returns single addresses, prefixes and, with auto-merge, ranges; comparing a device's
     set with the desired list is only meaningful after both are collapsed.
     """
+    return [_text(network) for network in sorted(_set_networks(listing), key=sort_key)]
+
+
+def _set_networks(listing: object, *, name: str = "nft_set_networks") -> list[IPNetwork]:
+    """The collapsed networks of one `nft -j list set` output (text or parsed)."""
     if isinstance(listing, str):
         try:
             listing = json.loads(listing)
         except ValueError as exc:
-            raise AnsibleFilterError(f"nft_set_networks: nft output is not JSON: {exc}") from None
+            raise AnsibleFilterError(f"{name}: nft output is not JSON: {exc}") from None
     if not isinstance(listing, Mapping) or not isinstance(listing.get("nftables"), list):
-        raise AnsibleFilterError("nft_set_networks expects the output of `nft -j list set`")
+        raise AnsibleFilterError(f"{name} expects the output of `nft -j list set`")
 
     networks: list[IPNetwork] = []
     for item in listing["nftables"]:
         if isinstance(item, Mapping) and isinstance(item.get("set"), Mapping):
             for element in item["set"].get("elem", ()):
                 networks.extend(_element_networks(element))
-    return [_text(network) for network in sorted(_collapse(networks), key=sort_key)]
+    return _collapse(networks)
+
+
+def nft_set_difference(listings: object, desired: object) -> dict[str, list[str]]:
+    """How a device's sets differ from the `desired` block list, both collapsed to networks.
+
+    `listings` are `nft -j list set` outputs, one a set. Returns `missing` (desired, not on
+    the device) and `unexpected` (on the device, not desired), sorted; both empty when the
+    device holds exactly the list. Large lists stay inside this filter instead of passing
+    through the playbook's variables several times.
+    """
+    device: list[IPNetwork] = []
+    for listing in _items(listings, name="nft_set_difference"):
+        device.extend(_set_networks(listing, name="nft_set_difference"))
+    held = set(_collapse(device))
+    wanted = set(_collapse(_networks(desired, name="nft_set_difference")))
+    return {
+        "missing": [_text(network) for network in sorted(wanted - held, key=sort_key)],
+        "unexpected": [_text(network) for network in sorted(held - wanted, key=sort_key)],
+    }
 
 
 def _element_networks(element: object) -> list[IPNetwork]:
@@ -232,6 +277,8 @@ class FilterModule:
         return {
             "blocklist_networks": blocklist_networks,
             "blocklist_family": blocklist_family,
+            "blocklist_by_family": blocklist_by_family,
             "nft_set_networks": nft_set_networks,
+            "nft_set_difference": nft_set_difference,
             "blocklist_fit": blocklist_fit,
         }

@@ -29,6 +29,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._dns import (
     ERROR,
     NO_PTR,
     UNCONFIRMED,
+    DnsCache,
     LookupStats,
     PtrResult,
     clean_text,
@@ -72,6 +73,10 @@ class SpareSettings:
     port: int = 53
     timeout: float = 2.0
     concurrency: int = 50
+    # A file that keeps DNS answers for later runs until their TTL ends; None keeps them for
+    # this run only. Read-only when the cache must not change (check mode).
+    dns_cache_path: str | None = None
+    dns_cache_read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,9 +88,12 @@ class Candidate:
 # Reading options and candidates.
 
 
-def read_settings(params: Mapping[str, Any], *, now: datetime, warn: Warn) -> SpareSettings:
+def read_settings(
+    params: Mapping[str, Any], *, now: datetime, warn: Warn, check_mode: bool = False
+) -> SpareSettings:
     """SpareSettings from module parameters; expired allowlist entries are left out with a warning.
 
+    `dns_cache_path` (optional) names the DNS cache file, which check mode only reads.
     Raises SpareError naming the first unusable entry.
     """
     if params["timeout"] <= 0:
@@ -124,6 +132,8 @@ def read_settings(params: Mapping[str, Any], *, now: datetime, warn: Warn) -> Sp
         port=int(params["port"]),
         timeout=float(params["timeout"]),
         concurrency=int(params["concurrency"]),
+        dns_cache_path=params.get("dns_cache_path") or None,
+        dns_cache_read_only=check_mode,
     )
 
 
@@ -233,7 +243,7 @@ def spare_candidates(
     by_network = [spared_by_network(c.address, settings=settings) for c in candidates]
 
     to_check = [str(c.address) for c, v in zip(candidates, by_network, strict=True) if v is None]
-    ptr_results, dns_stats = _reverse_dns(to_check, settings=settings)
+    ptr_results, dns_stats = _reverse_dns(to_check, settings=settings, warn=warn)
 
     stats = _empty_stats(len(candidates))
     block: list[dict[str, Any]] = []
@@ -327,10 +337,12 @@ def _blocked(record: Mapping[str, Any], note: str) -> Verdict:
 
 
 def _reverse_dns(
-    addresses: Sequence[str], *, settings: SpareSettings
+    addresses: Sequence[str], *, settings: SpareSettings, warn: Warn
 ) -> tuple[dict[str, PtrResult], dict[str, int]]:
     if not settings.ptr_lookup or not addresses:
         return {}, LookupStats().as_dict()
+    path = settings.dns_cache_path
+    cache = DnsCache.load(path, warn=warn) if path else None
     try:
         results, stats = confirm_names(
             addresses,
@@ -338,9 +350,15 @@ def _reverse_dns(
             port=settings.port,
             timeout=settings.timeout,
             concurrency=settings.concurrency,
+            cache=cache,
         )
     except ValueError as exc:
         raise SpareError(str(exc)) from None
+    if cache is not None and path and not settings.dns_cache_read_only:
+        try:
+            cache.save(path)
+        except OSError as exc:
+            warn(f"the DNS cache {path} could not be written ({exc}); the next run asks again")
     return results, stats.as_dict()
 
 
