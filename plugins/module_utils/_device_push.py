@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._bastion import Route
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._devices import (
     Delta,
     DeviceConfig,
@@ -290,31 +291,35 @@ class DevicePush:
         raise DeviceError(f"{self.host} read back a different list: {cause} -- {outcome}")
 
 
-def connection_settings(params: dict[str, Any], platform: Platform) -> dict[str, Any]:
-    """netmiko ConnectHandler arguments from the module's options.
+def connection_settings(
+    params: dict[str, Any], platform: Platform, *, route: Route, sock: Any = None, check: bool
+) -> dict[str, Any]:
+    """netmiko ConnectHandler arguments from the module's options and the resolved route.
 
-    Secrets go only here: netmiko masks `password` and `secret` in its session log by itself.
+    The route (see _bastion.py) already holds what `ssh_config_file` says, and `sock` is its
+    hop through the bastion, so netmiko is not given the file. Secrets go only here: netmiko
+    masks `password` and `secret` in its session log by itself.
     """
     settings: dict[str, Any] = {
         "device_type": platform.device_type,
-        "host": params["host"],
-        "port": params["port"],
+        "host": route.hostname,
+        "port": route.port,
         "username": params["username"],
         "conn_timeout": params["timeout"],
         "auth_timeout": params["timeout"],
         "banner_timeout": params["timeout"],
     }
-    for option, name in (
-        ("password", "password"),
-        ("secret", "secret"),
-        ("key_file", "key_file"),
-        ("passphrase", "passphrase"),
-        ("ssh_config_file", "ssh_config_file"),
-    ):
+    if sock is not None:
+        settings["sock"] = sock
+    for option in ("password", "secret", "key_file", "passphrase"):
         if params.get(option):
-            settings[name] = params[option]
+            settings[option] = params[option]
     if params.get("key_file"):
         settings["use_keys"] = True
+    if platform.device_type == "cisco_asa" and check:
+        # netmiko's login sets `terminal width 511` on the ASA, which is a configuration-mode
+        # command there: a check run must not enter configuration mode (see verify_echo).
+        settings["allow_auto_change"] = False
     if params.get("host_key_checking", True):
         settings["ssh_strict"] = True
         settings["system_host_keys"] = True
@@ -325,6 +330,17 @@ def connection_settings(params: dict[str, Any], platform: Platform) -> dict[str,
         settings["session_log"] = params["session_log"]
         settings["session_log_file_mode"] = "append"
     return settings
+
+
+def verify_echo(connection: Any, settings: dict[str, Any]) -> None:
+    """Turn netmiko's echo check back on after an ASA login without `terminal width`.
+
+    netmiko switches it off then, because long commands wrap at the default 80 columns; but
+    without it a command's output can be the stale prompts of the one before. A check run
+    sends only short `show` commands, whose echo fits.
+    """
+    if settings.get("allow_auto_change") is False:
+        connection.global_cmd_verify = None
 
 
 def _members(config: DeviceConfig) -> dict[str, set[Any]]:

@@ -81,8 +81,10 @@ PLATFORMS: dict[str, Platform] = {
         chunk_size=200,
         capacity=10000,
         capacity_note=(
-            "IOS documents no fixed size for an object group; entries are expanded into "
-            "TCAM, so 10,000 is a conservative bound to raise after checking the platform"
+            "Cisco documents no size limit for an IOS object group, but an ACE that uses it is "
+            "expanded into one TCAM entry per member, so 10,000 is a conservative bound to "
+            "raise after checking the platform's TCAM (Catalyst 4500 IOS XE 3.9 configuration "
+            "guide, 'Configuring Object Group ACLs')"
         ),
     ),
     "asa": Platform(
@@ -103,8 +105,11 @@ PLATFORMS: dict[str, Platform] = {
         chunk_size=200,
         capacity=10000,
         capacity_note=(
-            "the ASA limits access-list elements per model (about 25,000 on a 5506-X); a "
-            "group referenced by one rule counts each member, so 10,000 leaves room"
+            "Cisco gives no fixed number of access-list elements for the ASA: it depends on "
+            "memory and the rest of the configuration (Cisco support: 25,000 elements tested "
+            "on an ASA 5505); each member of a group used by an access rule is one element, "
+            "so 10,000 leaves room for the site's own rules "
+            "(community.cisco.com, 'ASA5505 Security + IOS: Maximum ACE Allowance?')"
         ),
     ),
     "junos": Platform(
@@ -128,10 +133,11 @@ PLATFORMS: dict[str, Platform] = {
         ),
         comment="#",
         chunk_size=500,
-        capacity=10000,
+        capacity=85325,
         capacity_note=(
-            "Junos documents no per-list limit for a prefix list; 10,000 keeps commit times "
-            "short on small SRX and EX models"
+            "Junos takes up to 85,325 prefixes in one prefix list; more need several lists "
+            "and filter terms (juniper.net, Junos CLI reference, 'prefix-list (Policy "
+            "Options)')"
         ),
         commit=True,
     ),
@@ -139,17 +145,57 @@ PLATFORMS: dict[str, Platform] = {
 
 # Devices written as files or feeds; their capacity is documented here beside the CLI ones.
 FILE_CAPACITY: dict[str, tuple[int, str]] = {
-    "nftables": (65536, "the default maxelem of an ipset; an nftables set has no fixed size"),
+    "nftables": (
+        65536,
+        "an nftables set without `size` has no fixed limit; 65,536 is the kernel's default "
+        "maxelem of an ipset hash set, the figure firewall tooling sizes sets by "
+        "(IPSET_DEFAULT_MAXELEM, include/linux/netfilter/ipset/ip_set_hash.h)",
+    ),
     "plaintext": (
         50000,
-        "PAN-OS external dynamic lists hold 50,000 IP entries on most models and 150,000 on "
-        "PA-5200/7000; FortiGate threat feeds and FMC feeds allow more",
+        "the smallest of the feed readers: PAN-OS external dynamic lists hold 50,000 IP "
+        "addresses in total (150,000 on PA-5000/7000; docs.paloaltonetworks.com, 'Objects > "
+        "External Dynamic Lists'); FortiGate threat feeds 10 MB or 131,072 entries a feed before "
+        "FortiOS 7.4.4 and 300,000 IP addresses a device since (docs.fortinet.com, 'External "
+        "resource entry limit enhancements 7.4.4'); Cisco FMC feeds a file of up to 500 MB "
+        "(FireSIGHT System User Guide, 'Security Intelligence Lists and Feeds')",
     ),
     "postfix": (
         20000,
-        "Postfix reads a cidr table into memory and searches it line by line for each client",
+        "Postfix documents no size limit for a cidr table but compares each client with the "
+        "table's patterns one after the other (postfix.org, cidr_table(5)), so 20,000 keeps "
+        "the lookup per connection short",
     ),
 }
+
+
+def whole_number(value: object, *, name: str, minimum: int) -> int:
+    """A count option: an integer (or its decimal text) of at least `minimum`.
+
+    Booleans are refused although Python counts them as integers (`true` would otherwise be a
+    capacity of 1), and so are fractions and any other text.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    else:
+        number = int(value.strip()) if value.strip().isdigit() else None
+    if number is None or number < minimum:
+        raise DeviceError(
+            f"{name} must be a whole number of {minimum} or more, not {value!r} "
+            f"({type(value).__name__})"
+        )
+    return number
+
+
+def capacity_limit(platform: str, capacity: object = None) -> tuple[int, str]:
+    """The capacity to fit a block list to: `capacity` when given (0 means no limit), else the
+    platform's default, with where the figure comes from."""
+    if capacity is None:
+        return capacity_default(platform)
+    capacity_default(platform)  # an unknown platform fails here, whatever the capacity
+    return whole_number(capacity, name="capacity", minimum=0), "set by push_blocklist_capacity"
 
 
 def capacity_default(platform: str) -> tuple[int, str]:
@@ -307,8 +353,7 @@ def delta_chunks(delta: Delta, platform: Platform, *, chunk_size: int) -> list[l
     Each chunk of a hierarchical platform starts by entering its container, so a chunk can be
     sent on its own and a rejected chunk names the container it was working on.
     """
-    if chunk_size < 1:
-        raise DeviceError(f"chunk_size must be 1 or more (got {chunk_size})")
+    chunk_size = whole_number(chunk_size, name="chunk_size", minimum=1)
 
     steps: list[tuple[str, str]] = []
     for container, members in delta.added.items():
@@ -415,10 +460,9 @@ def fit_capacity(
     What still does not fit is cut by impact (`impact` maps an address to its state entry or
     evidence: most qualifying sessions, then risk, then sessions); without it, by address.
     """
+    capacity = whole_number(capacity, name="capacity", minimum=0)
     items = sorted(set(networks), key=sort_key)
     fit = Fit([], len(items), capacity, merged_from=merged_from)
-    if capacity < 0:
-        raise DeviceError(f"capacity must be zero or more (got {capacity})")
     if capacity == 0 or len(items) <= capacity:
         fit.networks = [_text(n) for n in items]
         return fit

@@ -845,6 +845,33 @@ class BlockListState:
         }
         return plan
 
+    def allowlist(
+        self,
+        path: str,
+        *,
+        now: dt.datetime,
+        write: bool,
+        address: str | None = None,
+        reason: str | None = None,
+        expires: object = None,
+    ) -> dict[str, Any]:
+        """Prune the allowlist file of expired entries and, given `address`, allowlist it."""
+        add = None
+        if address is not None:
+            try:
+                network = parse_network(address)
+            except ValueError as exc:
+                raise StateError(f"address: {exc}") from None
+            if not reason:
+                raise StateError("reason is required to allowlist: say why the source is allowed")
+            until = _until(expires, now=now)
+            add = {
+                "address": _network_text(network),
+                "reason": reason,
+                "expires": None if until is None else format_time(until),
+            }
+        return AllowlistFile(path, self.store).update(now=now, add=add, write=write)
+
     def commit(self, payload: object, *, write: bool) -> dict[str, Any]:
         wanted = read_plan(payload)
 
@@ -1003,3 +1030,115 @@ class BlockListState:
                 after=f"generation {state.generation}",
             ),
         }
+
+
+# The allowlist file
+
+
+class AllowlistFile:
+    """The allowlist file: a YAML list of {network, reason, expires} that unblock.yml adds to,
+    operators may edit, and the spare role reads. Writing it drops the entries whose expiry has
+    passed, so the file holds only what still protects a source and stays short.
+
+    Writes are atomic (temp file, rename) with mode 0600, under the state directory's
+    exclusive lock, so an unblock and a cycle that overlap do not lose each other's entries.
+    """
+
+    def __init__(self, path: str, store: StateStore) -> None:
+        self.path = os.path.abspath(os.path.expanduser(path))
+        self.store = store
+
+    def update(
+        self, *, now: dt.datetime, add: Mapping[str, Any] | None = None, write: bool
+    ) -> dict[str, Any]:
+        """Prune expired entries and, with `add`, put in (or replace) one entry."""
+        with self.store.lock(exclusive=write):
+            entries = self.read()
+            kept, pruned = self._prune(entries, now=now)
+            if add is not None:
+                network = str(add["address"])
+                kept = [entry for entry in kept if entry["network"] != network]
+                kept.append(
+                    {"network": network, "reason": add["reason"], "expires": add.get("expires")}
+                )
+            changed = kept != entries
+            if changed and write:
+                self._write(kept)
+
+        return {
+            "file": self.path,
+            "changed": changed,
+            "count": len(kept),
+            "pruned": pruned,
+            "added": None if add is None else kept[-1],
+        }
+
+    def read(self) -> list[dict[str, Any]]:
+        """The entries, each checked and normalised; a missing or empty file is no entry."""
+        import yaml  # the controller's ansible-core brings PyYAML
+
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle)
+        except FileNotFoundError:
+            return []
+        except yaml.YAMLError as exc:
+            raise StateError(f"allowlist file {self.path} is not YAML: {exc}") from None
+        if data is None:
+            return []
+        if not isinstance(data, list):
+            raise StateError(
+                f"allowlist file {self.path} must be a list of {{network, reason, expires}}"
+            )
+        return [self._entry(item, number) for number, item in enumerate(data, start=1)]
+
+    def _entry(self, item: object, number: int) -> dict[str, Any]:
+        where = f"allowlist file {self.path}, entry {number}"
+        if isinstance(item, str):
+            item = {"network": item}
+        if not isinstance(item, Mapping) or not item.get("network"):
+            raise StateError(f"{where}: each entry needs a network ({_describe(item)})")
+        try:
+            network = _network_text(parse_network(str(item["network"])))
+        except ValueError as exc:
+            raise StateError(f"{where}: {exc}") from None
+        expires = item.get("expires")
+        if expires not in (None, ""):
+            if isinstance(expires, dt.date) and not isinstance(expires, dt.datetime):
+                expires = dt.datetime(expires.year, expires.month, expires.day)
+            expires = format_time(parse_time(expires, what=f"{where}: expires"))
+        return {
+            "network": network,
+            "reason": str(item.get("reason") or "allowlist"),
+            "expires": expires or None,
+        }
+
+    @staticmethod
+    def _prune(
+        entries: list[dict[str, Any]], *, now: dt.datetime
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        kept, pruned = [], []
+        for entry in entries:
+            expired = entry["expires"] and parse_time(entry["expires"], what="expires") <= now
+            (pruned if expired else kept).append(entry)
+        return kept, pruned
+
+    def _write(self, entries: list[dict[str, Any]]) -> None:
+        import yaml
+
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
+        fd, temp_path = tempfile.mkstemp(dir=directory, prefix=".allowlist.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write("# smtpguard allowlist: {network, reason, expires}; expired entries\n")
+                handle.write("# are removed whenever the block list state is written.\n")
+                yaml.safe_dump(entries, handle, default_flow_style=False, sort_keys=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temp_path, FILE_MODE)
+            os.replace(temp_path, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_path)
+            raise

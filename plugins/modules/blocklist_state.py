@@ -17,6 +17,10 @@ description:
   - O(action=rollback) and O(action=unblock) return plans of the same shape; commit them the
     same way. O(action=show) summarises the state; O(action=rebuild) restores C(state.json)
     from the newest snapshot.
+  - O(action=allowlist) adds O(address) to the allowlist file O(allowlist_file) with
+    O(reason) and O(expires). Whenever this module writes the state or that file (a commit
+    or O(action=allowlist) with O(allowlist_file)), entries of the file whose expiry has
+    passed are removed from it and named in a warning and in RV(allowlist).
   - Every address is validated again with the collection's address helpers; names and other
     text never enter the block list.
 options:
@@ -35,9 +39,10 @@ options:
         (read-only).
       - V(show) summarises the state (read-only).
       - V(rebuild) rewrites C(state.json) from the newest snapshot.
+      - V(allowlist) writes O(address) into O(allowlist_file) (see O(allowlist_file)).
     type: str
     required: true
-    choices: [plan, commit, rollback, unblock, show, rebuild]
+    choices: [plan, commit, rollback, unblock, show, rebuild, allowlist]
   candidates:
     description:
       - The C(block) list of the sparing module, for O(action=plan). Each item is a dict
@@ -86,6 +91,15 @@ options:
     type: list
     elements: raw
     default: []
+  allowlist_file:
+    description:
+      - The allowlist file, a YAML list of C({network, reason, expires}) that the spare role
+        reads (C(spare_allowlist_file)). Written atomically with mode C(0600) under the
+        state's lock.
+      - With O(action=commit), expired entries are removed from it after the state is
+        written; with O(action=allowlist), O(address) is added (an entry for the same network
+        is replaced) and expired entries are removed. Not written in check mode.
+    type: path
   now:
     description:
       - ISO 8601 time of the decision. A time without zone is taken as UTC.
@@ -108,15 +122,17 @@ options:
     description:
       - For O(action=unblock), the address or network to remove from the block list. Every
         entry inside a network is removed.
+      - For O(action=allowlist), the address or network to allowlist.
     type: str
   reason:
     description:
-      - For O(action=unblock), why the source is allowed; kept in the allowlist entry.
+      - For O(action=unblock) and O(action=allowlist), why the source is allowed; kept in
+        the allowlist entry.
     type: str
   expires:
     description:
-      - For O(action=unblock), when the allowlist entry ends; an ISO 8601 time or a duration
-        from O(now) such as V(7d). Omit for an allowlist entry without end.
+      - For O(action=unblock) and O(action=allowlist), when the allowlist entry ends; an ISO
+        8601 time or a duration from O(now) such as V(7d). Omit for an entry without end.
     type: str
 attributes:
   check_mode:
@@ -294,6 +310,18 @@ next_expiry:
   description: Earliest expiry among the entries, or null.
   returned: action is show
   type: str
+allowlist:
+  description:
+    - What happened to O(allowlist_file) - C(file), C(changed), C(count) (entries kept),
+      C(pruned) (the expired entries removed, or that would be in check mode) and C(added).
+  returned: action is allowlist, or commit with allowlist_file
+  type: dict
+  sample:
+    file: /var/lib/smtpguard/state/allowlist.yml
+    changed: true
+    count: 3
+    pruned: [{network: 192.0.2.0/24, reason: conference, expires: "2026-11-30T00:00:00Z"}]
+    added: null
 rebuilt_from:
   description: The snapshot file C(state.json) was rebuilt from.
   returned: action is rebuild
@@ -316,7 +344,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "action": {
         "type": "str",
         "required": True,
-        "choices": ["plan", "commit", "rollback", "unblock", "show", "rebuild"],
+        "choices": ["plan", "commit", "rollback", "unblock", "show", "rebuild", "allowlist"],
     },
     "candidates": {"type": "list", "elements": "dict", "default": []},
     "ttl": {"type": "raw", "default": "24h"},
@@ -324,6 +352,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "never_block": {"type": "list", "elements": "str", "default": []},
     "spared": {"type": "list", "elements": "dict", "default": []},
     "allowlist": {"type": "list", "elements": "raw", "default": []},
+    "allowlist_file": {"type": "path"},
     "now": {"type": "str"},
     "plan": {"type": "dict"},
     "snapshot": {"type": "int"},
@@ -335,6 +364,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
 REQUIRED_IF = [
     ("action", "commit", ("plan",)),
     ("action", "unblock", ("address", "reason")),
+    ("action", "allowlist", ("allowlist_file", "address", "reason")),
 ]
 
 
@@ -343,14 +373,29 @@ def run(params: dict[str, Any], *, write: bool, warn: Any) -> dict[str, Any]:
     blocklist = BlockListState(params["state_dir"])
     action = params["action"]
 
-    if action == "commit":
-        return blocklist.commit(params["plan"], write=write)
     if action == "show":
         return blocklist.show()
     if action == "rebuild":
         return blocklist.rebuild(write=write)
 
     now = parse_time(params["now"], what="now") if params["now"] else utc_now()
+    if action in ("commit", "allowlist"):
+        result = blocklist.commit(params["plan"], write=write) if action == "commit" else {}
+        if params["allowlist_file"]:
+            allowed = blocklist.allowlist(
+                params["allowlist_file"],
+                now=now,
+                write=write,
+                **(
+                    {k: params[k] for k in ("address", "reason", "expires")}
+                    if action == "allowlist"
+                    else {}
+                ),
+            )
+            _report_pruned(allowed, warn=warn)
+            result["allowlist"] = allowed
+            result["changed"] = result.get("changed", False) or allowed["changed"]
+        return result
     if action == "plan":
         plan = blocklist.plan(
             candidates=params["candidates"],
@@ -373,6 +418,18 @@ def run(params: dict[str, Any], *, write: bool, warn: Any) -> dict[str, Any]:
     for warning in plan.warnings:
         warn(warning)
     return plan.result(state_file=blocklist.store.state_file)
+
+
+def _report_pruned(allowed: dict[str, Any], *, warn: Any) -> None:
+    if allowed["pruned"]:
+        names = ", ".join(
+            f"{entry['network']} ({entry['reason']}, expired {entry['expires']})"
+            for entry in allowed["pruned"][:10]
+        )
+        warn(
+            f"{len(allowed['pruned'])} expired allowlist entries removed from "
+            f"{allowed['file']}: {names}; these sources may be blocked again"
+        )
 
 
 def main() -> None:

@@ -66,7 +66,13 @@ options:
   ssh_config_file:
     description:
       - OpenSSH client configuration to read, for example one holding a C(ProxyJump) through
-        the bastion. netmiko follows one C(ProxyJump) hop; more hops are refused.
+        the bastion. The device's C(HostName) and C(Port) come from its entry (O(port) other
+        than 22 wins over C(Port)).
+      - A C(ProxyJump) (one hop or several, comma-separated) runs the controller's OpenSSH
+        client as C(ssh -F ssh_config_file -o BatchMode=yes -W host:port bastion), so the
+        bastion's user, key and known hosts come from the same file; a C(ProxyCommand) runs
+        as written. When the bastion refuses or is down, the task fails at once with what
+        ssh said.
     type: path
   host_key_checking:
     description:
@@ -113,10 +119,15 @@ notes:
   - The ACL, access rule or firewall filter that uses the group or prefix list is the
     operator's; this module only keeps the list's members.
   - On IOS, IPv6 entries go to a separate C(object-group v6-network).
+  - On the ASA, a check run logs in without setting C(terminal width) (a configuration-mode
+    command there) and sends only C(show) commands, so it never enters configuration mode.
+    A real push lets netmiko set C(terminal width 511) as usual.
+  - Tested through a real OpenSSH bastion with C(ProxyJump), one hop and two.
   - An IOS or ASA push is not one transaction; between the first and the last chunk the
     device holds part of the new list. Additions go first so nothing blocked is let through.
 requirements:
   - netmiko >= 4.8
+  - the OpenSSH client (C(ssh)) on the controller, for a C(ProxyJump) in O(ssh_config_file)
 author:
   - campusnet network operations
 """
@@ -171,13 +182,19 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._bastion import (
+    login_failure,
+    resolve,
+)
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._device_push import (
     DevicePush,
     connection_settings,
+    verify_echo,
 )
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._devices import (
     DeviceError,
     parse_config,
+    whole_number,
 )
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._devices import (
     platform as lookup_platform,
@@ -215,32 +232,51 @@ ARGUMENT_SPEC: dict[str, Any] = {
 def run(params: dict[str, Any], *, check: bool) -> dict[str, Any]:
     """Connect, push (or, with `check`, only compare) and disconnect."""
     platform = lookup_platform(params["platform"])
+    for name in ("port", "timeout", "read_timeout", "confirm_minutes", "chunk_size"):
+        if params[name] is not None:
+            params[name] = whole_number(params[name], name=name, minimum=1)
     parse_config(params["config"], platform, strict=True)
     if params["session_log"]:
         _private_file(params["session_log"])
 
-    settings = connection_settings(params, platform)
+    route = resolve(
+        params["host"],
+        port=params["port"],
+        ssh_config_file=params["ssh_config_file"],
+        timeout=params["timeout"],
+    )
+    hop = route.open()
     try:
-        connection = ConnectHandler(**settings)
-    except (NetmikoAuthenticationException, NetmikoTimeoutException, OSError, ValueError) as exc:
-        lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-        raise DeviceError(
-            f"cannot log in to {params['host']}:{params['port']} ({lines[0]}); check the address, "
-            f"the credentials and, through a bastion, ssh_config_file"
-        ) from None
+        settings = connection_settings(params, platform, route=route, sock=hop, check=check)
+        try:
+            connection = ConnectHandler(**settings)
+        except (
+            NetmikoAuthenticationException,
+            NetmikoTimeoutException,
+            OSError,
+            ValueError,
+        ) as exc:
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            raise DeviceError(
+                login_failure(route, hop, lines[0] if lines else type(exc).__name__)
+            ) from None
+        verify_echo(connection, settings)
 
-    try:
-        push = DevicePush(
-            connection,
-            platform,
-            host=params["host"],
-            chunk_size=params["chunk_size"],
-            confirm_minutes=params["confirm_minutes"],
-            read_timeout=params["read_timeout"],
-        )
-        return push.run(params["config"], check=check).to_dict(platform)
+        try:
+            push = DevicePush(
+                connection,
+                platform,
+                host=params["host"],
+                chunk_size=params["chunk_size"],
+                confirm_minutes=params["confirm_minutes"],
+                read_timeout=params["read_timeout"],
+            )
+            return push.run(params["config"], check=check).to_dict(platform)
+        finally:
+            connection.disconnect()
     finally:
-        connection.disconnect()
+        if hop is not None:
+            hop.close()
 
 
 def _private_file(path: str) -> None:

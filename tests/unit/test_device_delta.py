@@ -8,6 +8,7 @@ import ipaddress
 import pytest
 
 from ansible_collections.campusnet.smtpguard.plugins.filter.blocklist import blocklist_fit
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._bastion import Route
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._device_push import (
     connection_settings,
 )
@@ -289,7 +290,7 @@ def test_filter_uses_the_platform_default_and_merges_neighbours_only_when_over()
     [
         ("ios", 10000),
         ("asa", 10000),
-        ("junos", 10000),
+        ("junos", 85325),
         ("nftables", 65536),
         ("plaintext", 50000),
         ("postfix", 20000),
@@ -308,9 +309,11 @@ def test_unknown_platform_is_named() -> None:
 # Connection settings
 
 BASE = {"host": "r1.mgmt", "port": 22, "username": "netops", "timeout": 10}
+ROUTE = Route(host="r1.mgmt", hostname="10.0.0.5", port=2222)
 
 
-def test_connection_settings_carry_secrets_bastion_and_strict_host_keys() -> None:
+def test_connection_settings_carry_secrets_the_route_and_strict_host_keys() -> None:
+    hop = object()
     settings = connection_settings(
         {
             **BASE,
@@ -322,10 +325,14 @@ def test_connection_settings_carry_secrets_bastion_and_strict_host_keys() -> Non
             "session_log": "/tmp/s.log",
         },
         PLATFORMS["junos"],
+        route=ROUTE,
+        sock=hop,
+        check=False,
     )
     assert settings["device_type"] == "juniper_junos"
     assert (settings["password"], settings["secret"]) == ("pw", "en")
-    assert settings["ssh_config_file"] == "/etc/smtpguard/ssh_config"
+    assert (settings["host"], settings["port"], settings["sock"]) == ("10.0.0.5", 2222, hop)
+    assert "ssh_config_file" not in settings  # the route holds what the file says
     assert (settings["ssh_strict"], settings["alt_host_keys"], settings["alt_key_file"]) == (
         True,
         True,
@@ -335,12 +342,24 @@ def test_connection_settings_carry_secrets_bastion_and_strict_host_keys() -> Non
 
 
 def test_connection_settings_leave_out_what_is_not_given() -> None:
-    settings = connection_settings({**BASE, "host_key_checking": False}, PLATFORMS["ios"])
+    settings = connection_settings(
+        {**BASE, "host_key_checking": False}, PLATFORMS["ios"], route=ROUTE, check=False
+    )
     assert not {
         "password",
         "secret",
         "key_file",
         "ssh_config_file",
+        "sock",
         "ssh_strict",
         "session_log",
+        "allow_auto_change",
     } & set(settings)
+
+
+@pytest.mark.parametrize(("check", "auto_change"), [(True, False), (False, None)])
+def test_an_asa_check_run_logs_in_without_a_configuration_command(
+    check: bool, auto_change: bool | None
+) -> None:
+    settings = connection_settings(BASE, PLATFORMS["asa"], route=ROUTE, check=check)
+    assert settings.get("allow_auto_change") is auto_change
