@@ -23,7 +23,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses imp
 )
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._devices import (
     DeviceError,
-    capacity_default,
+    capacity_limit,
     fit_capacity,
 )
 
@@ -187,9 +187,7 @@ def blocklist_fit(
             f"/{MIN_PREFIX[6]} (IPv6), not /{prefix_v4} and /{prefix_v6}"
         )
     try:
-        limit, source = capacity_default(platform)
-        if capacity is not None:
-            limit, source = int(capacity), "set by push_blocklist_capacity"
+        limit, source = capacity_limit(platform, capacity)
         if len(networks) > limit > 0:
             networks = set(_collapse(networks))
         fit = fit_capacity(

@@ -105,6 +105,14 @@ options:
     type: list
     elements: str
     default: []
+  dns_cache_path:
+    description:
+      - Keep DNS answers in this file (JSON, mode 0600, written atomically) for later runs,
+        each as long as its TTL says (at most a day; a negative answer as long as its zone's
+        SOA says, at most an hour). Timeouts and server failures are never kept.
+      - Check mode reads the file but does not write it. Without it, answers are kept for
+        this run only.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -121,7 +129,7 @@ notes:
   - At most four PTR names of one source are checked forward.
   - A DNS timeout or server failure never spares; the module warns and counts it in
     RV(stats.ptr.error) and RV(stats.timeouts).
-  - Answers are cached for one run only; nothing is written to disk.
+  - Answers are cached for this run, and with O(dns_cache_path) for later runs by their TTLs.
   - PTR names appear only in C(ptr) and C(reason), as escaped DNS text with control characters
     removed; they never reach a device template.
   - A candidate's C(reason) names the rule's minimum session time only when the candidate
@@ -279,6 +287,7 @@ ARGUMENT_SPEC = dict(
     allowlist=dict(type="list", elements="raw", default=[]),
     never_block=dict(type="list", elements="str", default=NEVER_BLOCK),
     internal_networks=dict(type="list", elements="str", default=[]),
+    dns_cache_path=dict(type="path"),
 )
 
 
@@ -289,7 +298,8 @@ def main() -> None:
 
     now = datetime.now().astimezone()
     try:
-        settings = read_settings(module.params, now=now, warn=module.warn)
+        settings = read_settings(module.params, now=now, warn=module.warn,
+                                 check_mode=module.check_mode)  # fmt: skip
         candidates = read_candidates(module.params["candidates"])
         result = spare_candidates(candidates, settings=settings, warn=module.warn)
     except SpareError as exc:

@@ -71,3 +71,15 @@ SOURCES = {
 def test_every_platform_default_cites_its_source(platform: str) -> None:
     limit, note = capacity_default(platform)
     assert (limit, SOURCES[platform][1] in note) == (SOURCES[platform][0], True)
+
+
+@pytest.mark.parametrize(
+    "capacity", [True, -1, 2.5, "many"], ids=["bool", "negative", "fraction", "text"]
+)
+def test_the_fit_filter_refuses_a_capacity_that_is_no_whole_number(capacity):
+    from ansible.errors import AnsibleFilterError
+
+    from ansible_collections.campusnet.smtpguard.plugins.filter.blocklist import blocklist_fit
+
+    with pytest.raises(AnsibleFilterError, match="capacity"):
+        blocklist_fit(["192.0.2.1", "192.0.2.2"], platform="nftables", capacity=capacity)

@@ -412,3 +412,25 @@ def test_module_through_ansible(dns_server, tmp_path):
     assert (check["block"], check["spared"]) == (run["block"], run["spared"])
     assert bad["failed"] is True
     assert bad["msg"] == "candidate 1 has ip 'not-an-address', which is not an IP address"
+
+
+def test_a_cache_file_answers_the_next_run_without_asking_again(dns_server, tmp_path):
+    cache = tmp_path / "dns-cache.json"
+    first, _ = run(dns_server, ["203.0.113.9", "203.0.113.22"], dns_cache_path=str(cache))
+    asked = len(dns_server.queries)
+
+    second, _ = run(dns_server, ["203.0.113.9", "203.0.113.22"], dns_cache_path=str(cache))
+
+    assert asked > 0 and cache.exists()
+    assert len(dns_server.queries) == asked  # every answer came from the file
+    assert second["spared"] == first["spared"] and second["block"] == first["block"]
+
+
+def test_check_mode_reads_the_cache_file_but_never_writes_it(dns_server, tmp_path):
+    cache = tmp_path / "dns-cache.json"
+    settings = read_settings(params(dns_server, dns_cache_path=str(cache)), now=NOW, warn=print,
+                             check_mode=True)  # fmt: skip
+    spare_candidates(read_candidates([{**CANDIDATE, "ip": "203.0.113.9"}]), settings=settings,
+                     warn=print)  # fmt: skip
+
+    assert not cache.exists()
