@@ -40,15 +40,11 @@ molecule: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/molecule test -s demo
 
 # Root only: tests that build network namespaces and run real daemons (tests/lab: the sample
-# generator, the fault cases), then the lab scenarios, each building and tearing down its own
-# lab (tools/lab/lab.py) and driving the cycle through the lab's bastion.
+# generator, the fault cases) next to the lab scenarios, which share one lab (tools/lab/lab.py)
+# and one attack and drive the cycle through the lab's bastion (tools/lab/run_all.sh).
 LAB_SCENARIOS := default check rollback
 lab: setup
-	$(BIN)/pytest -q tests/lab
-	@for scenario in $(LAB_SCENARIOS); do \
-		echo "molecule test -s $$scenario"; \
-		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/molecule test -s $$scenario || exit 1; \
-	done
+	LAB_SCENARIOS="$(LAB_SCENARIOS)" tools/lab/run_all.sh
 
 # ruff (width 100) on the Python, ansible-lint's production profile on the YAML.
 lint: setup

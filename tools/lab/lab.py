@@ -3,9 +3,10 @@
 
 Needs root. Commands:
 
-    python3 tools/lab/lab.py up        # build the lab, print its address plan (about 5 s)
+    python3 tools/lab/lab.py up        # build the lab, print its address plan (about 8 s)
     python3 tools/lab/lab.py down      # stop every daemon by PID, delete the namespaces
     python3 tools/lab/lab.py status    # what runs, by PID
+    python3 tools/lab/lab.py reset     # empty the block list on the IPS and in the state
     python3 tools/lab/lab.py attack    # run the five attack kinds + legitimate mail (bounded)
     python3 tools/lab/lab.py probe     # per source: does it still get a 220? mail at campus?
 
@@ -16,16 +17,18 @@ of what was created (namespaces, PIDs, links) that `down` works from. Namespaces
 
     controller (this host) ──10.231.N.0/30── bastion (sshd, DNS) ──mgmt── gateway, ips (sshd)
     internet (senders) ──100.64.N.0/30── ips (router, nftables) ──198.51.100.24/29── gateway
+                       ──fd00:64::/64──────────────────────────────2001:db8::/64──
     gateway (Postfix + postscreen) ──10.233.N.0/30── campus (Postfix, a 421 host)
 
-Traffic stays inside the namespaces; the only address on this host is the controller's end
-of its link to the bastion.
+The internet side and the gateway speak IPv4 and IPv6 (senders in 2001:db8::/32); the
+management side is IPv4 only. Traffic stays inside the namespaces; the only address on this
+host is the controller's end of its link to the bastion. Ctrl-C or SIGTERM during `up` removes
+what was built; `up` on a running lab only reports it.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -43,12 +46,20 @@ LOG = logging.getLogger("smtpguard.lab")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SAMPLE = ROOT / "tools" / "sample"
+sys.path.insert(0, str(SAMPLE))
+
+from make_sample import GATEWAY_IPV6, GREET_WAIT, alive  # noqa: E402  (shared with the sample)
+
 DEFAULT_DIR = Path(os.environ.get("SMTPGUARD_LAB_DIR", "/run/smtpguard-lab"))
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TZ": "UTC", "LANG": "C"}
 HOSTS = ("internet", "ips", "gateway", "campus", "bastion")
 
-GATEWAY = "198.51.100.25"  # the gateway's public address (the sample driver's target)
+GATEWAY = "198.51.100.25"  # the gateway's public addresses (the sample driver's targets)
 IPS_DMZ = "198.51.100.30"
+IPS_DMZ_V6 = "2001:db8::30"
+# IPv6 lives only inside the namespaces, so one plan serves every lab.
+INTERNET_UPLINK_V6 = "fd00:64::1"
+IPS_OUTSIDE_V6 = "fd00:64::2"
 CAPACITY = 200  # default_process_limit: the most smtpd sessions the gateway holds
 DNSBL_REPLY = "127.0.0.2"
 
@@ -126,9 +137,11 @@ class Plan:
             "bastion": self.bastion,
             "dns": self.bastion,
             "gateway": GATEWAY,
+            "gateway_v6": GATEWAY_IPV6,
             "gateway_mgmt": self.gateway_mgmt,
             "ips_mgmt": self.ips_mgmt,
             "ips_outside": self.ips_outside,
+            "ips_outside_v6": IPS_OUTSIDE_V6,
             "campus_mx": self.campus_mx,
             "campus_nomail": self.campus_nomail,
             "capacity": CAPACITY,
@@ -222,18 +235,6 @@ def wait_until(what: str, test, *, timeout: float = 15.0, log: Path | None = Non
 # --- Stopping by PID -------------------------------------------------------------------------
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    if state == "Z":
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        return False
-    return True
-
-
 def program_of(pid: int) -> str:
     try:
         return Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name
@@ -259,21 +260,32 @@ def stop_pid(pid: int, program: str, *, grace: float = 10.0) -> bool:
 # --- Building ----------------------------------------------------------------------------------
 
 
-def link(record: Record, left: tuple[str | None, str, str], right: tuple[str, str, str]) -> None:
-    """A veth pair: (namespace or None for this host, interface, address/prefix) each side."""
-    (left_ns, left_if, left_addr), (right_ns, right_if, right_addr) = left, right
+Side = tuple[str | None, str, str | tuple[str, ...]]
+
+
+def add_address(namespace: str | None, interface: str, address: str) -> None:
+    """IPv6 addresses skip duplicate address detection: usable at once, not after ~2 s."""
+    prefix = [] if namespace is None else ["-n", namespace]
+    nodad = ["nodad"] if ":" in address else []
+    run(["ip", *prefix, "addr", "add", address, "dev", interface, *nodad])
+
+
+def link(record: Record, left: Side, right: Side) -> None:
+    """A veth pair: (namespace or None for this host, interface, address(es)/prefix) a side."""
+    (left_ns, left_if, _), (right_ns, right_if, _) = left, right
     run(["ip", "link", "add", left_if, "type", "veth", "peer", "name", right_if, "netns", right_ns])
     if left_ns is None:
         record.add("links", left_if)
     else:
         run(["ip", "link", "set", left_if, "netns", left_ns])
-    for namespace, interface, address in (
-        (left_ns, left_if, left_addr),
-        (right_ns, right_if, right_addr),
-    ):
+    for namespace, interface, addresses in (left, right):
+        for address in (addresses,) if isinstance(addresses, str) else addresses:
+            add_address(namespace, interface, address)
         prefix = [] if namespace is None else ["-n", namespace]
-        run(["ip", *prefix, "addr", "add", address, "dev", interface])
         run(["ip", *prefix, "link", "set", interface, "up"])
+
+
+IPV6_CONF = ("net.ipv6.conf.all", "net.ipv6.conf.default")
 
 
 def build_network(record: Record, senders: Sequence[str]) -> None:
@@ -282,6 +294,8 @@ def build_network(record: Record, senders: Sequence[str]) -> None:
         run(["ip", "netns", "add", plan.ns(host)])
         record.add("namespaces", plan.ns(host))
         run(["ip", "-n", plan.ns(host), "link", "set", "lo", "up"])
+        # Link-local addresses of the interfaces moved in later skip DAD as well.
+        in_ns(plan.ns(host), "sysctl", "-qw", *(f"{k}.accept_dad=0" for k in IPV6_CONF))
 
     link(
         record,
@@ -300,13 +314,13 @@ def build_network(record: Record, senders: Sequence[str]) -> None:
     )
     link(
         record,
-        (plan.ns("internet"), "up0", f"{plan.internet_uplink}/30"),
-        (plan.ns("ips"), "out0", f"{plan.ips_outside}/30"),
+        (plan.ns("internet"), "up0", (f"{plan.internet_uplink}/30", f"{INTERNET_UPLINK_V6}/64")),
+        (plan.ns("ips"), "out0", (f"{plan.ips_outside}/30", f"{IPS_OUTSIDE_V6}/64")),
     )
     link(
         record,
-        (plan.ns("ips"), "dmz0", f"{IPS_DMZ}/29"),
-        (plan.ns("gateway"), "dmz0", f"{GATEWAY}/29"),
+        (plan.ns("ips"), "dmz0", (f"{IPS_DMZ}/29", f"{IPS_DMZ_V6}/64")),
+        (plan.ns("gateway"), "dmz0", (f"{GATEWAY}/29", f"{GATEWAY_IPV6}/64")),
     )
     link(
         record,
@@ -317,12 +331,24 @@ def build_network(record: Record, senders: Sequence[str]) -> None:
 
     # The senders: every address on the internet side's uplink, routed to the IPS.
     for address in senders:
-        run(["ip", "-n", plan.ns("internet"), "addr", "add", f"{address}/32", "dev", "up0"])
-    run(["ip", "-n", plan.ns("internet"), "route", "add", "default", "via", plan.ips_outside])
-    run(["ip", "-n", plan.ns("gateway"), "route", "add", "default", "via", IPS_DMZ])
-    run(["ip", "-n", plan.ns("campus"), "route", "add", "default", "via", plan.gateway_inside])
-    run(["ip", "-n", plan.ns("ips"), "route", "add", "default", "via", plan.internet_uplink])
-    in_ns(plan.ns("ips"), "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        add_address(plan.ns("internet"), "up0", f"{address}/{128 if ':' in address else 32}")
+    for host, via in (
+        ("internet", plan.ips_outside),
+        ("internet", IPS_OUTSIDE_V6),
+        ("gateway", IPS_DMZ),
+        ("gateway", IPS_DMZ_V6),
+        ("campus", plan.gateway_inside),
+        ("ips", plan.internet_uplink),
+        ("ips", INTERNET_UPLINK_V6),
+    ):
+        run(["ip", "-n", plan.ns(host), "route", "add", "default", "via", via])
+    in_ns(
+        plan.ns("ips"),
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+        *(f"{conf}.forwarding=1" for conf in IPV6_CONF),
+    )
 
 
 def write_keys(plan: Plan) -> None:
@@ -447,7 +473,7 @@ def zone_records(plan: Plan) -> list[str]:
             lines.append(
                 f"host-record={traffic.dnsbl_query_name(source.address, zone)},{DNSBL_REPLY}"
             )
-    lines.append(f"host-record=gw1.campus.example,{GATEWAY}")
+    lines.append(f"host-record=gw1.campus.example,{GATEWAY},{GATEWAY_IPV6}")
     lines.append(f"host-record=mx.campus.example,{plan.campus_mx}")
     return lines
 
@@ -503,8 +529,8 @@ maillog_file_compressor = gzip
 myhostname = {hostname}
 mydomain = campus.example
 inet_interfaces = {listen}
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
+inet_protocols = ipv4, ipv6
+mynetworks = 127.0.0.0/8, [::1]/128
 smtpd_peername_lookup = no
 smtpd_banner = $myhostname ESMTP
 in_flow_delay = 0s
@@ -524,7 +550,7 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 default_process_limit = {capacity}
 # A stalled client (its packets dropped by the IPS) frees its session after this long.
 smtpd_timeout = 20s
-postscreen_greet_wait = 1s
+postscreen_greet_wait = {greet_wait}s
 postscreen_greet_action = ignore
 postscreen_dnsbl_sites = dnsbl.example*3, dnsbl2.example*2
 postscreen_dnsbl_threshold = 2
@@ -627,7 +653,14 @@ def up(plan: Plan) -> Record:
     from tools.lab import traffic
 
     if plan.record.exists():
-        raise LabError(f"{plan.record} exists: a lab runs there; run `lab.py down` first")
+        existing = Record.load(plan.directory)
+        if existing is not None and healthy(existing):
+            LOG.info("a lab runs in %s already; nothing to build", plan.directory)
+            return existing
+        raise LabError(
+            f"{plan.record} records a lab that is half built or has stopped daemons; "
+            f"run `lab.py down --dir {plan.directory}` first"
+        )
     started = time.monotonic()
     plan.directory.mkdir(parents=True, exist_ok=True)
     record = Record(plan)
@@ -658,10 +691,13 @@ def up(plan: Plan) -> Record:
         start_postfix(
             record,
             "gateway",
-            listen=GATEWAY,
+            listen=f"{GATEWAY}, [{GATEWAY_IPV6}]",
             hostname="gw1.campus.example",
             extra=GATEWAY_CF.format(
-                mx=plan.campus_mx, nomail=plan.campus_nomail, capacity=CAPACITY
+                mx=plan.campus_mx,
+                nomail=plan.campus_nomail,
+                capacity=CAPACITY,
+                greet_wait=GREET_WAIT,
             ),
         )
         start_nomail(record)
@@ -675,6 +711,15 @@ def up(plan: Plan) -> Record:
     record.data["build_seconds"] = round(time.monotonic() - started, 1)
     record.save()
     return record
+
+
+def healthy(record: Record) -> bool:
+    """Complete, and every daemon it started still runs (a finished attack does not count)."""
+    daemons = {name: entry for name, entry in record.data["pids"].items() if name != "attack"}
+    return record.data["complete"] and all(
+        alive(entry["pid"]) and entry["program"] in program_of(entry["pid"])
+        for entry in daemons.values()
+    )
 
 
 def wait_for_ssh(plan: Plan) -> None:
@@ -703,6 +748,9 @@ def down(directory: Path) -> bool:
     record = Record.load(directory)
     if record is None:
         return False
+    # SSH connections the controller keeps open through the bastion (SMTPGUARD_LAB_SSH_PERSIST).
+    for socket in sorted((directory / "ssh").glob("mux-*")):
+        run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "lab"], check=False)
     for name, entry in reversed(list(record.data["pids"].items())):
         if stop_pid(entry["pid"], entry["program"], grace=15):
             LOG.info("stopped %s (pid %d)", name, entry["pid"])
@@ -762,6 +810,24 @@ def restart_daemon(directory: Path, name: str) -> int:
     )
 
 
+def reset(directory: Path) -> None:
+    """Back to an empty block list: the IPS as built (its table, no pushed file), no state.
+
+    The lab scenarios share one lab and one attack (`make lab`); each starts from here. The
+    controller's fetched logs stay: the next cycle continues from them.
+    """
+    record = Record.load(directory)
+    if record is None or not record.data["complete"]:
+        raise LabError(f"no complete lab in {directory}; run `lab.py up` first")
+    # Declaring the table first makes `delete` succeed even after a push removed it.
+    rules = "table inet smtpguard {}\ndelete table inet smtpguard\n" + IPS_NFT
+    in_ns(record.plan.ns("ips"), "nft", "-f", "/dev/stdin", input=rules)
+    for pushed in (directory / "ips").iterdir():
+        if pushed.name != "base.nft":
+            pushed.unlink()
+    shutil.rmtree(directory / "controller" / "state", ignore_errors=True)
+
+
 def attack_in_background(directory: Path, *, duration: float) -> str:
     """Start the attack detached, recorded like a daemon; it ends by itself after `duration`."""
     record = Record.load(directory)
@@ -769,6 +835,12 @@ def attack_in_background(directory: Path, *, duration: float) -> str:
         raise LabError(f"no complete lab in {directory}; run `lab.py up` first")
     if duration > 280:
         raise LabError("the lab's near misses stay below the rules for at most 280 s of attack")
+    running = record.data["pids"].get("attack")
+    if running and alive(running["pid"]) and running["program"] in program_of(running["pid"]):
+        raise LabError(
+            f"an attack runs already (pid {running['pid']}); it stops by itself, "
+            "or `lab.py down` stops it with the lab"
+        )
     result = directory / "attack.json"
     pid = start(
         record,
@@ -786,14 +858,15 @@ def attack_in_background(directory: Path, *, duration: float) -> str:
     )
     return (
         f"attack running as pid {pid} for {duration:.0f} s; its record goes to {result}; "
-        f"every flood matches its rule after about 40 s"
+        f"every flood matches its rule after about 40 s; run the cycle after 45 s"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "command", choices=["up", "down", "status", "stop", "restart", "attack", "probe"]
+        "command",
+        choices=["up", "down", "status", "stop", "restart", "reset", "attack", "probe"],
     )
     parser.add_argument("name", nargs="?", help="daemon name for stop / restart")
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the lab directory")
@@ -821,6 +894,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         LOG.error("the lab needs root (network namespaces, daemons)")
         return 1
+    # SIGTERM unwinds like Ctrl-C: a half-built lab is removed, a foreground attack stopped.
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         if args.command == "up":
             record = up(Plan(args.prefix, args.number, args.dir))
@@ -838,6 +914,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(stop_daemon(args.dir, args.name))
         elif args.command == "restart":
             print(restart_daemon(args.dir, args.name))
+        elif args.command == "reset":
+            reset(args.dir)
+            print("block list emptied on the IPS and in the state")
         elif args.command == "attack" and args.background:
             print(attack_in_background(args.dir, duration=args.duration))
         else:
@@ -853,7 +932,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LabError as exc:
         LOG.error("%s", exc)
         return 1
+    except KeyboardInterrupt:
+        LOG.error("interrupted; `lab.py status` shows what runs, `lab.py down` removes it")
+        return 130
     return 0
+
+
+def interrupted(signum: int, frame: object) -> None:
+    """The first Ctrl-C or SIGTERM unwinds; later ones must not cut the tear-down short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ __all__ = ["dnsbl_query_name", "dnsbl_zones_of", "lab_sources", "reverse_name"]
 
 LOG = logging.getLogger("smtpguard.lab.traffic")
 GATEWAY = make_sample.GATEWAY_IPV4
+GATEWAY_V6 = make_sample.GATEWAY_IPV6
 BASE_DURATION = 120.0
 CHECK_AT = 40.0  # seconds into the attack when every flooding source matches its rule
 PROBE_TIMEOUT = 3.0
@@ -88,6 +89,11 @@ def lab_sources(duration: float = BASE_DURATION) -> list[Source]:
         Source("192.0.2.13", "legitimate", "a mail every 4 s", "none", (mail(4, 4),),
                "out.sender-four.example", ptr="out.sender-four.example",
                ptr_target="192.0.2.13"),
+        Source("2001:db8:beef::10", "legitimate", "a mail every 4 s, IPv6", "none",
+               (mail(4, 1.5),), "mail6.sender-five.example", ptr="mail6.sender-five.example",
+               ptr_target="2001:db8:beef::10"),
+        Source("2001:db8:beef::11", "legitimate", "a mail every 4 s, IPv6, no PTR", "none",
+               (mail(4, 2.5),), "out6.sender-six.example"),
         Source("203.0.113.10", "SMTP DoS", "3.5 short mail sessions a second", "block cond3",
                (mail(0.28, 3),), "bulk10.example.net"),
         Source("203.0.113.11", "SMTP DoS", "3.5 short mail sessions a second", "block cond3",
@@ -97,6 +103,8 @@ def lab_sources(duration: float = BASE_DURATION) -> list[Source]:
                (mail(1, 3, stop=62),), "bulk12.example.net"),
         Source("203.0.113.20", "slow post", "one session held open", "block cond2",
                (Pattern("open", 1, 1, 1, trickle=8),), "slow20.example.net", rank=3),
+        Source("2001:db8:bad::20", "slow post", "one session held open, IPv6", "block cond2",
+               (Pattern("open", 1, 1, 1, trickle=8),), "slow6.example.org", rank=3),
         Source("203.0.113.22", "near miss", "one session held 25 s", "none",
                (Pattern("hold", 1, 2, 2, hold=25, trickle=8),), "slow22.example.net",
                rank=3),
@@ -124,6 +132,9 @@ def lab_sources(duration: float = BASE_DURATION) -> list[Source]:
         Source("203.0.113.47", "SMTP DDoS", ddos_note + "; .jp PTR resolving elsewhere",
                "block cond1", ddos(), "mx1.unconfirmed.ne.jp", rank=3,
                ptr="mx1.unconfirmed.ne.jp", ptr_target="203.0.113.200"),
+        Source("2001:db8:bad::40", "SMTP DDoS", ddos_note + "; IPv6, forward-confirmed name",
+               "block cond1", ddos(), "flood6.example.org", rank=3, ptr="flood6.example.org",
+               ptr_target="2001:db8:bad::40"),
         Source("198.51.100.140", "SMTP DDoS", ddos_note + "; inside the partner network",
                "spare allowlist", ddos(), "smtp.partner-univ.example", rank=3,
                ptr="smtp.partner-univ.example", ptr_target="198.51.100.140"),
@@ -178,10 +189,11 @@ async def attack(duration: float, *, legit_only: bool) -> dict:
 
 
 async def greeting(source: str, *, timeout: float = PROBE_TIMEOUT) -> bool:
-    """Does `source` get a 220 from the gateway within `timeout` seconds?"""
+    """Does `source` get a 220 from the gateway (its address of the same family) in time?"""
+    gateway = GATEWAY_V6 if ":" in source else GATEWAY
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(GATEWAY, 25, local_addr=(source, 0)), timeout
+            asyncio.open_connection(gateway, 25, local_addr=(source, 0)), timeout
         )
     except (TimeoutError, OSError):
         return False
@@ -230,7 +242,7 @@ async def probe(campus_log: Path | None) -> dict:
 
 def table_of(result: dict) -> str:
     """The probe as one line a source, against what the cycle should do with it."""
-    lines = [f"{'source':<16} {'kind':<11} {'the cycle should':<17} {'220?':<5} verdict"]
+    lines = [f"{'source':<18} {'kind':<11} {'the cycle should':<17} {'220?':<5} verdict"]
     for address, seen in result["sources"].items():
         to_block = seen["expect"].startswith("block")
         if seen["greeting"] != to_block:
@@ -238,7 +250,7 @@ def table_of(result: dict) -> str:
         else:
             verdict = "still served" if to_block else "CUT OFF, should be served"
         lines.append(
-            f"{address:<16} {seen['kind']:<11} {seen['expect']:<17} "
+            f"{address:<18} {seen['kind']:<11} {seen['expect']:<17} "
             f"{'yes' if seen['greeting'] else 'no':<5} {verdict}"
         )
     if "legit_delivered" in result:
