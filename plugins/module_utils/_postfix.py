@@ -247,6 +247,12 @@ def read_postfix(
             ):
                 if first is None:
                     first = _first_time(line, book=book, stamp_of=stamp_of)
+                if line[0] in plausible and b": " in line:
+                    # sysklogd folds only the line right before: this one, of no interest.
+                    previous = None
+                    ignored += 1
+                    continue
+                # "<stamp> <host> last message repeated 3 times" has no "program: ".
                 if _LAST_REPEATED in line:
                     times = _fold_count(line, _LAST_REPEATED)
                     if times:
@@ -254,12 +260,8 @@ def read_postfix(
                             first = extras.again(previous, times, stamp_of=stamp_of, first=first)
                         ignored += 1  # a fold of a line of no interest is of none either
                         continue
-                # sysklogd folds only the line right before: this one, of no interest.
                 previous = None
-                if line[0] in plausible and b": " in line:
-                    ignored += 1
-                else:
-                    skipped += 1
+                skipped += 1
                 continue
             previous = line
 
