@@ -114,6 +114,9 @@ _LOOKS = (
 )
 
 
+# Messages (MID) whose source is remembered, for a server's 4xx to them.
+MESSAGE_LIMIT = 20_000
+
 def looks_like(lines: list[bytes]) -> bool:
     """Whether the first lines of a file are an ESA text mail log."""
     for line in lines:
@@ -337,13 +340,20 @@ def _source(book: SessionBook, key: bytes) -> str | None:
 
 
 def _start_mid(engine: Engine, host: bytes, rest: bytes, when: float) -> int:
-    # "200257070 ICID 282204970": a message begins in the session.
-    # TODO: the internal server a source's mail goes to (Start MID M ICID N, then Delivery
-    # start DCID D MID M) would need a place in Engine to record it per source; the DCID
-    # sessions themselves already go to Engine.servers, so the MID is not followed.
-    _, _, tail = rest.partition(b" ")
+    # "200257070 ICID 282204970": a message begins in the session. Its source is kept by MID,
+    # so that a server's 4xx to the message (Delayed: DCID D MID M ...) counts for it.
+    mid, _, tail = rest.partition(b" ")
     if tail.startswith(b"ICID ") and tail[5:].isdigit():
-        engine.book.evidence(host + b" " + tail[5:], when)
+        key = host + b" " + tail[5:]
+        engine.book.evidence(key, when)
+        source = _source(engine.book, key)
+        if source is not None and mid.isdigit():
+            messages = engine.format_state.setdefault("cisco_esa_mids", {})
+            if len(messages) >= MESSAGE_LIMIT:
+                messages = engine.format_state["cisco_esa_mids"] = dict(
+                    list(messages.items())[MESSAGE_LIMIT // 2 :]
+                )
+            messages[(host + b" " + mid).decode("latin-1")] = source
     return IGNORED
 
 
@@ -413,7 +423,14 @@ def _delayed(engine: Engine, host: bytes, rest: bytes, when: float) -> int:
     reply = _SERVER_REPLY.search(tail)
     if reply is None:
         return IGNORED
-    engine.server_reply(_source(servers, key), int(reply.group(1)))
+    code = int(reply.group(1))
+    engine.server_reply(_source(servers, key), code)
+    if 400 <= code < 500 and tail.startswith(b"MID "):
+        mid = tail[4:].partition(b" ")[0]
+        source = engine.format_state.get("cisco_esa_mids", {}).get(
+            (host + b" " + mid).decode("latin-1")
+        )
+        engine.note(source, "server_421" if code == 421 else "server_tempfail")
     return PARSED
 
 

@@ -387,6 +387,8 @@ def _answer(intervals: list[tuple[float, float | None, str]], *, deliveries: int
             "192.0.2.99": {"rejected": 30},
             "192.0.2.98": {"rejected": 5},
             "203.0.113.77": {"connection_limit": 1},
+            # the sender of the delayed delivery: n == 5 above, 192.0.2.(10 + 5 % 4)
+            "192.0.2.11": {"server_421": 1},
         },
     }
 

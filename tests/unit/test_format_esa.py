@@ -743,3 +743,28 @@ def test_a_close_after_tcprefuse_in_the_next_run_is_no_session_of_its_own(tmp_pa
         "192.0.2.98": 0,
         "192.0.2.7": 70,
     }
+
+
+def test_a_server_421_to_a_message_counts_for_the_source_of_the_message():
+    lines = b"".join(
+        line.encode() + b"\n"
+        for line in (
+            "Thu Dec  3 09:43:20 2026 Info: New SMTP ICID 824264 interface Data 1 "
+            "(198.51.100.10) address 192.0.2.11 reverse dns host unknown verified no",
+            "Thu Dec  3 09:43:21 2026 Info: Start MID 26923 ICID 824264",
+            "Thu Dec  3 09:43:22 2026 Info: New SMTP DCID 9106 interface 198.51.100.10 "
+            "address 10.0.0.5 port 25",
+            "Thu Dec  3 09:43:23 2026 Info: Delayed: DCID 9106 MID 26923 From: <a@example.net> "
+            "To: <b@campus.example> RID 0 - 4.3.2 - Not accepting messages at this time "
+            "('421', ['421 4.3.2 try again later'])",
+            "Thu Dec  3 09:43:24 2026 Info: Start MID 26924 ICID 824299",  # an ICID never opened
+            "Thu Dec  3 09:43:25 2026 Info: Delayed: DCID 9106 MID 26924 From: <a@example.net> "
+            "To: <b@campus.example> RID 0 - 4.3.2 - Not accepting messages at this time "
+            "('421', ['421 4.3.2 try again later'])",
+        )
+    )
+
+    engine = read_esa(lines)
+
+    assert engine.notes == {"192.0.2.11": {"server_421": 1}}
+    assert engine.server_replies == {"10.0.0.5": {"421": 2, "4xx": 2}}
