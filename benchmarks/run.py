@@ -728,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     this_run = {section: results[section] for section in only if section in results}
     entry = {"date": results["date"], "commit": results["commit"], **_summary(this_run)}
     results["history"] = [*previous.get("history", []), entry]
+    options.output.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     (options.output / "RESULTS.md").write_text(markdown(results), encoding="utf-8")
     print(f"wrote {results_path} and {options.output / 'RESULTS.md'}")

@@ -647,6 +647,8 @@ class DnsCache:
         ]  # fmt: skip
         data = {"format": self.FORMAT, "version": self.VERSION, "entries": entries}
         directory = os.path.dirname(os.path.abspath(path))
+        # The first run of a new state directory comes before anything else made it.
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         handle, partial = tempfile.mkstemp(prefix=".dns-cache.", dir=directory)
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:

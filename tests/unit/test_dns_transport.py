@@ -511,3 +511,16 @@ def test_lookups_keep_failures_out_of_the_cache():
 
     assert asyncio.run(run()).kind == "timeout"
     assert len(cache) == 0
+
+
+def test_cache_file_goes_into_a_state_directory_not_made_yet(tmp_path: Path):
+    # The first cycle of a new state directory: the cache must be kept, not lost with a warning.
+    cache = DnsCache(clock=Clock())
+    cache.put(dns.name.from_text("gone.example"), dns.rdatatype.A, Reply("nodata", ttl=10))
+    path = tmp_path / "state" / "dns-cache.json"
+    cache.save(str(path))
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert DnsCache.load(str(path), clock=Clock()).get(
+        dns.name.from_text("gone.example"), dns.rdatatype.A
+    ) is not None
