@@ -9,11 +9,14 @@ raised: a lost notification must not fail a cycle that already pushed its block 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import http.client
 import json
 import logging
 import logging.handlers
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -73,15 +76,24 @@ def cycle_facts(
     devices: Mapping[str, Mapping[str, Any]] | None = None,
     failures: Sequence[str] = (),
     alert_occupancy: float = 40.0,
+    alert_levels: Mapping[str, float] | None = None,
     run_kind: str = "scheduled",
     check_mode: bool = False,
     top: int = 10,
     report: str | None = None,
 ) -> Facts:
-    """Gather what a notification says from the results the cycle registered."""
+    """Gather what a notification says from the results the cycle registered.
+
+    `alert_levels` holds each gateway's own alert level; `alert_occupancy` is the level of a
+    gateway it does not name.
+    """
     spare = spare or {}
     plan = plan or {}
-    rows = [_gateway_row(name, result, alert_occupancy) for name, result in gateways.items()]
+    levels = alert_levels or {}
+    rows = [
+        _gateway_row(name, result, float(levels.get(name, alert_occupancy)))
+        for name, result in gateways.items()
+    ]
     alert = any(row["alert"] for row in rows)
 
     problems = list(failures)
@@ -94,22 +106,38 @@ def cycle_facts(
         if row["skipped"]:
             problems.append(f"{row['gateway']}: {row['skipped']} log lines could not be parsed")
 
+    # Names, reasons and messages come from logs, DNS and devices: one line each, so that no
+    # value can break a mail header, a syslog line or the layout of the text.
     return Facts(
         kind=ALERT if alert else SUMMARY,
-        run_kind=run_kind,
+        run_kind=one_line(run_kind),
         check_mode=check_mode,
-        checked_at=max((row["checked_at"] for row in rows), default=""),
-        gateways=rows,
+        checked_at=one_line(max((row["checked_at"] for row in rows), default="")),
+        gateways=one_line(rows),
         blocked_new=len(plan.get("added") or []),
         blocklist=len(plan.get("blocklist") or []),
         renewed=len(plan.get("renewed") or []),
         spared=len(spare.get("spared") or []),
         expired=sum(1 for entry in plan.get("removed") or [] if _reason(entry) == "expired"),
         capped=len(plan.get("capped") or []),
-        top=_top_sources(spare, plan, limit=top),
-        failures=problems,
-        report=report,
+        top=one_line(_top_sources(spare, plan, limit=top)),
+        failures=one_line(problems),
+        report=one_line(report) if report is not None else None,
     )
+
+
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+
+
+def one_line(value: Any) -> Any:
+    """`value` with every line break or control character in its strings made one space."""
+    if isinstance(value, str):
+        return _LINE_BREAKS.sub(" ", value)
+    if isinstance(value, Mapping):
+        return {key: one_line(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [one_line(item) for item in value]
+    return value
 
 
 def _gateway_row(name: str, result: Mapping[str, Any], alert_occupancy: float) -> dict[str, Any]:
@@ -154,7 +182,8 @@ def _device_failures(devices: Mapping[str, Mapping[str, Any]]) -> list[str]:
     problems = []
     for name, device in devices.items():
         if device.get("pushed") is False:
-            problems.append(f"{name} did not take the block list")
+            error = f": {device['error']}" if device.get("error") else ""
+            problems.append(f"{name} did not take the block list{error}")
         if device.get("warning"):
             problems.append(f"{name}: {device['warning']}")
     return problems
@@ -207,12 +236,20 @@ def _label(facts: Facts) -> str:
     return label
 
 
+def _occupancy_of(row: Mapping[str, Any]) -> float:
+    value = row["current"]
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
 def _subject(facts: Facts) -> str:
-    worst = max(facts.gateways, key=lambda row: row["current"] or 0, default=None)
-    occupancy = (
-        f"{worst['gateway']} occupancy {worst['current']}% (peak {worst['peak']}%)"
-        if worst else "no gateway analysed"
-    )  # fmt: skip
+    # An alert names the gateways in alert, each against its own level; a summary the busiest.
+    named = [row for row in facts.gateways if row["alert"]] or facts.gateways[:]
+    named.sort(key=_occupancy_of, reverse=True)
+    if facts.kind != ALERT:
+        named = named[:1]
+    occupancy = ", ".join(
+        f"{row['gateway']} occupancy {row['current']}% (peak {row['peak']}%)" for row in named
+    ) or "no gateway analysed"
     return (
         f"[smtpguard] {_label(facts)}: {occupancy}, {facts.blocked_new} blocked, "
         f"{facts.spared} spared" + (", FAILURES" if facts.failures else "")
@@ -350,8 +387,12 @@ def summary_due(state: Mapping[str, Any], *, now: dt.datetime, interval: float) 
         return True
     if sent.tzinfo is None:
         sent = sent.replace(tzinfo=dt.UTC)
+    try:
+        spacing = dt.timedelta(seconds=interval)
+    except OverflowError:
+        spacing = dt.timedelta.max
     # A clock set back leaves a last time in the future: send rather than stay silent.
-    return not dt.timedelta(0) <= now - sent < dt.timedelta(seconds=interval)
+    return not dt.timedelta(0) <= now - sent < spacing
 
 
 # Delivery
@@ -406,8 +447,32 @@ def mail_message(message: Message, settings: MailSettings) -> EmailMessage:
 
 
 def send_mail(message: Message, settings: MailSettings) -> None:
-    """Deliver through the relay; STARTTLS or implicit TLS, then optional authentication."""
+    """Deliver through the relay; every error names the relay's host and port."""
     settings.check()
+    try:
+        _send_mail(message, settings)
+    except NotifyError:
+        raise
+    except smtplib.SMTPAuthenticationError as exc:
+        raise NotifyError(
+            f"the relay {settings.host}:{settings.port} refused the login of "
+            f"{settings.username!r}: {exc.smtp_code} {_smtp_text(exc.smtp_error)}; check "
+            "notify_mail_username and notify_mail_password"
+        ) from None
+    except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
+        raise NotifyError(
+            f"the relay {settings.host}:{settings.port} ({settings.security}) failed: "
+            f"{_smtp_text(exc) or type(exc).__name__}; check notify_mail_host, notify_mail_port "
+            "and notify_mail_security"
+        ) from None
+
+
+def _smtp_text(detail: object) -> str:
+    text = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
+    return " ".join(text.split())
+
+
+def _send_mail(message: Message, settings: MailSettings) -> None:
     context = tls_context(validate_certs=settings.validate_certs, ca_path=settings.ca_path)
     if settings.security == "tls":
         client: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -443,29 +508,70 @@ def post_webhook(
     body: Mapping[str, Any], *, url: str, timeout: float = 10.0, validate_certs: bool = True,
     ca_path: str | None = None,
 ) -> int:
-    """POST the JSON body; returns the HTTP status. Errors never carry the URL."""
+    """POST the JSON body; returns the HTTP status. Errors never carry the URL.
+
+    Credentials in the URL (user:password@host) go out as Basic authentication, never as part
+    of the host. A redirect is a failure: following it would turn the POST into a GET.
+    """
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise NotifyError("webhook: url must be an http or https URL")
+    try:
+        hostname, port = parts.hostname, parts.port
+    except ValueError:
+        hostname, port = None, None
+    if parts.scheme not in ("https", "http") or not hostname:
+        raise NotifyError("webhook: notify_webhook_url must be an http or https URL")
+    if "@" in parts.path:
+        # user:pass/word@host splits at the slash: the password would pass for a host or port.
+        raise NotifyError(
+            "webhook: notify_webhook_url holds '@' after the host; percent-encode a user name or "
+            "password in it (/ as %2F, @ as %40)"
+        )
+    headers = {"Content-Type": "application/json", "User-Agent": "smtpguard"}
+    if parts.username is not None:
+        user, password = parts.username, parts.password or ""
+        pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    netloc = f"{host}:{port}" if port else host
     request = urllib.request.Request(
-        url,
+        urllib.parse.urlunsplit(parts._replace(netloc=netloc)),
         data=json.dumps(body).encode("utf-8"),
-        headers={"Content-Type": "application/json", "User-Agent": "smtpguard"},
+        headers=headers,
         method="POST",
     )
-    context = None
+    handlers: list[urllib.request.BaseHandler] = [_RefuseRedirect()]
     if parts.scheme == "https":
         context = tls_context(validate_certs=validate_certs, ca_path=ca_path)
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            return int(response.status)
+        with opener.open(request, timeout=timeout) as response:
+            status = int(response.status)
     except urllib.error.HTTPError as exc:
+        hint = "; give the final URL, a redirect would turn the POST into a GET" if (
+            300 <= exc.code < 400) else ""  # fmt: skip
         raise NotifyError(
-            f"the webhook at {masked_url(url)} answered HTTP {exc.code} {exc.reason}"
+            f"the webhook at {masked_url(url)} answered HTTP {exc.code} {exc.reason}{hint}"
         ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise NotifyError(f"the webhook at {masked_url(url)} is unreachable: {reason}") from None
+    except (ValueError, http.client.HTTPException) as exc:
+        # http.client quotes the path (the token) in its message: name only the kind of error.
+        raise NotifyError(
+            f"the webhook at {masked_url(url)} failed ({type(exc).__name__}); check that "
+            "notify_webhook_url has no spaces or control characters"
+        ) from None
+    if not 200 <= status < 300:
+        raise NotifyError(f"the webhook at {masked_url(url)} answered HTTP {status}, not 2xx")
+    return status
+
+
+class _RefuseRedirect(urllib.request.HTTPRedirectHandler):
+    """Leaves a 3xx answer as an HTTPError instead of following it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, PLR0913
+        return None
 
 
 @dataclass
@@ -509,8 +615,20 @@ _LEVELS = {
 
 
 def send_syslog(message: Message, settings: SyslogSettings) -> None:
-    """One line to syslog (a local socket such as /dev/log, or host and port)."""
+    """One line to syslog; every error names the address (and port) it went to."""
     settings.check()
+    try:
+        _send_syslog(message, settings)
+    except OSError as exc:
+        target = settings.address if settings.address.startswith("/") else (
+            f"{settings.address}:{settings.port}/{settings.protocol}")  # fmt: skip
+        raise NotifyError(
+            f"syslog at {target} failed: {exc.strerror or exc}; check notify_syslog_address, "
+            "notify_syslog_port and notify_syslog_protocol"
+        ) from None
+
+
+def _send_syslog(message: Message, settings: SyslogSettings) -> None:
     priority = settings.alert_priority if message.facts.kind == ALERT else settings.summary_priority
     socktype = socket.SOCK_STREAM if settings.protocol == "tcp" else socket.SOCK_DGRAM
     handler = _RaisingSysLogHandler(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import json
+import math
 import os
 import re
 import secrets
@@ -47,14 +48,23 @@ def build_report(
     trigger_occupancy: float,
     alert_occupancy: float,
     written_at: dt.datetime,
+    levels: Mapping[str, Mapping[str, float]] | None = None,
     run_kind: str = "scheduled",
     snapshot: int | None = None,
     failures: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The evidence of one cycle as plain data (what the JSON file holds)."""
+    """The evidence of one cycle as plain data (what the JSON file holds).
+
+    `levels` holds each gateway's own trigger and alert levels; the two levels given are
+    those of a gateway it does not name.
+    """
     spare = spare or {}
     plan = plan or {}
-    rows = [_gateway(name, result) for name, result in gateways.items()]
+    default = {"trigger": trigger_occupancy, "alert": alert_occupancy}
+    rows = [
+        _gateway(name, result, levels={**default, **((levels or {}).get(name) or {})})
+        for name, result in gateways.items()
+    ]
     decision = _decision(rows, plan, snapshot=snapshot)
     return {
         "version": REPORT_VERSION,
@@ -76,7 +86,7 @@ def build_report(
     }
 
 
-def _gateway(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
+def _gateway(name: str, result: Mapping[str, Any], *, levels: dict) -> dict[str, Any]:
     stats = result.get("stats") or {}
     occupancy = dict(result.get("occupancy") or {})
     series = normalise_series(occupancy.pop("series", None))
@@ -84,6 +94,7 @@ def _gateway(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
             "matching_sources", "seconds", "format")  # fmt: skip
     return {
         "name": name,
+        "levels": levels,
         "occupancy": occupancy,
         "series": series,
         "servers": [
@@ -194,6 +205,7 @@ def _device(name: str, device: Mapping[str, Any], plan: Mapping[str, Any]) -> di
         "platform": device.get("platform"),
         "dest": device.get("dest"),
         "pushed": device.get("pushed"),
+        "error": device.get("error"),
         "entries": len(networks) if isinstance(networks, list) else None,
         "warning": fit.get("warning"),
         "added": added,
@@ -256,7 +268,7 @@ def write_report(
     except OSError as exc:
         raise ReportError(
             f"cannot write the evidence report in {directory!r}: {exc.strerror}; check the "
-            "directory's owner and free space (report_dir)"
+            "directory's owner and free space (notify_report_dir)"
         ) from None
     return {"json": stem + ".json", "html": stem + ".html"}
 
@@ -289,14 +301,22 @@ def prune(directory: str, *, keep_days: float, keep_files: int, now: dt.datetime
     return removed
 
 
-def load_reports(directory: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every stored cycle report, and the files that could not be read (with the reason)."""
+def load_reports(
+    directory: str, *, now: dt.datetime | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every stored cycle report, and the files left out (each with the reason).
+
+    A report is left out whole when it cannot be read, has the wrong shape, or holds a time
+    that cannot be read or lies outside EARLIEST to a day after `now`: counting part of it, or
+    stretching the summary back to a wrong year, would mislead more than leaving it out.
+    """
+    latest = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(days=1)
     reports, unreadable = [], []
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         raise ReportError(
-            f"no reports directory {directory!r}; run the cycle first or give report_dir"
+            f"no reports directory {directory!r}; run the cycle first or set notify_report_dir"
         ) from None
     for name in names:
         match = REPORT_NAME.match(name)
@@ -307,11 +327,50 @@ def load_reports(directory: str) -> tuple[list[dict[str, Any]], list[str]]:
                 data = json.load(handle)
             if not isinstance(data, dict) or data.get("version") != REPORT_VERSION:
                 raise ValueError("not a cycle report of this version")
+            check_report(data, latest=latest)
         except (OSError, ValueError) as exc:
             unreadable.append(f"{name}: {exc}")
             continue
         reports.append(data)
     return reports, unreadable
+
+
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+def check_report(report: Mapping[str, Any], *, latest: dt.datetime) -> None:
+    """Raise ValueError naming the first field of a stored report a summary cannot use."""
+    run, decision = report.get("run"), report.get("decision")
+    gateways = report.get("gateways")
+    if not isinstance(run, Mapping) or not isinstance(decision, Mapping):
+        raise ValueError("run and decision must be mappings")
+    if not isinstance(gateways, list) or not all(isinstance(g, Mapping) for g in gateways):
+        raise ValueError("gateways must be a list of mappings")
+    added = decision.get("added") or []
+    if not isinstance(added, list) or not all(isinstance(ip, str) for ip in added):
+        raise ValueError("decision.added must be a list of addresses")
+    if run.get("check_time") is not None or added:
+        _checked_time(run.get("check_time"), "run.check_time", latest=latest)
+    for gateway in gateways:
+        where = f"gateway {str(gateway.get('name'))[:60]!r}"
+        occupancy = gateway.get("occupancy") or {}
+        current = occupancy.get("current") if isinstance(occupancy, Mapping) else "?"
+        if current is not None and (
+            isinstance(current, bool) or not isinstance(current, (int, float))
+            or not math.isfinite(current)
+        ):  # fmt: skip
+            raise ValueError(f"{where}: occupancy.current must be a number")
+        _checked_time(gateway.get("window_end"), f"{where}: window_end", latest=latest)
+
+
+def _checked_time(text: object, field_name: str, *, latest: dt.datetime) -> None:
+    moment = _moment(text) if isinstance(text, str) else None
+    if moment is None:
+        raise ValueError(f"{field_name} {str(text)[:40]!r} is not an ISO 8601 time")
+    if not EARLIEST <= moment <= latest:
+        raise ValueError(
+            f"{field_name} {text} lies outside {EARLIEST:%Y-%m-%d} to a day from now"
+        )
 
 
 # Period summaries
@@ -321,7 +380,9 @@ def _zone(name: str) -> dt.tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ReportError(f"{name!r} is not an IANA time zone such as UTC or Asia/Tokyo") from None
+        raise ReportError(
+            f"notify_period_timezone: {name!r} is not an IANA time zone such as UTC or Asia/Tokyo"
+        ) from None
 
 
 def _moment(text: object) -> dt.datetime | None:
@@ -436,7 +497,7 @@ def occupancy_svg(report: Mapping[str, Any]) -> str:
     Drawn from the series when the analysis gives one; otherwise from what every analysis
     reports: the mean over the covered window, the peak at its time, the value at the check.
     """
-    levels = report.get("levels") or {}
+    marks = level_marks(report)
     lines = []
     for gateway in report.get("gateways") or []:
         lines.append((gateway["name"], gateway))
@@ -456,7 +517,7 @@ def occupancy_svg(report: Mapping[str, Any]) -> str:
     if not times:
         return '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>'
     low, high_time = min(times), max(times)
-    values = [float(levels.get("alert") or 0), float(levels.get("trigger") or 0)]
+    values = [value for _, value, _ in marks] or [0.0]
     for _, line in lines:
         occupancy = line.get("occupancy") or {}
         values += [float(occupancy.get(key) or 0) for key in ("peak", "current", "mean")]
@@ -478,12 +539,10 @@ def occupancy_svg(report: Mapping[str, Any]) -> str:
         label = dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%H:%M:%S UTC")
         x, y = frame.x(moment, low, high_time), frame.top + frame.height + 14
         parts.append(f'<text x="{x}" y="{y}" text-anchor="middle">{label}</text>')
-    if levels.get("trigger") is not None:
-        parts.append(_hline(frame, float(levels["trigger"]), top,
-                            label=f"trigger {levels['trigger']}%", colour="#f9a825"))  # fmt: skip
-    if levels.get("alert") is not None:
-        parts.append(_hline(frame, float(levels["alert"]), top,
-                            label=f"alert {levels['alert']}%", colour="#c62828"))  # fmt: skip
+    for kind, value, names in marks:
+        label = f"{kind} {value:g}%" + (f" ({', '.join(names)})" if names else "")
+        colour = "#c62828" if kind == "alert" else "#f9a825"
+        parts.append(_hline(frame, value, top, label=label, colour=colour))
 
     legend_y = frame.top + frame.height + 34
     for index, (name, line) in enumerate(lines):
@@ -499,6 +558,27 @@ def occupancy_svg(report: Mapping[str, Any]) -> str:
                      f'<text x="{frame.left + 16}" y="{y}">{escape(label)}</text>')  # fmt: skip
     parts.append("</svg>")
     return "".join(parts)
+
+
+def level_marks(report: Mapping[str, Any]) -> list[tuple[str, float, list[str]]]:
+    """The trigger and alert lines to draw: (kind, percent, gateways named on the line).
+
+    Gateways sharing a level share its line; the line names them only when levels differ.
+    A report without per-gateway levels draws the report's own.
+    """
+    default = report.get("levels") or {}
+    marks = []
+    for kind in ("trigger", "alert"):
+        by_value: dict[float, list[str]] = {}
+        for gateway in report.get("gateways") or []:
+            value = (gateway.get("levels") or {}).get(kind, default.get(kind))
+            if isinstance(value, (int, float)):
+                by_value.setdefault(float(value), []).append(str(gateway.get("name")))
+        if not by_value and isinstance(default.get(kind), (int, float)):
+            by_value[float(default[kind])] = []
+        shared = len(by_value) == 1
+        marks += [(kind, value, [] if shared else names) for value, names in by_value.items()]
+    return marks
 
 
 def _ticks(top: float) -> list[float]:
@@ -603,9 +683,10 @@ _CYCLE_PAGE = _ENVIRONMENT.from_string("""<!DOCTYPE html>
 <title>smtpguard cycle {{ run.check_time }}</title><style>{{ style }}</style></head><body>
 <h1>smtpguard cycle at {{ run.check_time }}</h1>
 <p>{{ run.kind }} run, report written {{ run.written_at }}.
-{% if decision.alert %}
-<span class="alert">Occupancy above the alert level ({{ levels.alert }}%).</span>
-{% endif %}
+{% for gateway in gateways if gateway.alert %}
+<span class="alert">{{ gateway.name }}: occupancy above its alert level
+({{ (gateway.levels or levels).alert }}%).</span>
+{% endfor %}
 </p>
 <h2>Occupancy</h2>
 {{ chart }}
@@ -620,7 +701,9 @@ _CYCLE_PAGE = _ENVIRONMENT.from_string("""<!DOCTYPE html>
 <td class="num">{{ occupancy.mean }}%</td>
 <td>{{ gateway.window_start }} to {{ gateway.window_end }}</td>
 <td>{{ 'triggered' if gateway.triggered else 'below the trigger' }}
-{{- ' (forced)' if gateway.forced }}{{ ', ALERT' if gateway.alert }}</td></tr>
+{{- ' (forced)' if gateway.forced }}{{ ', ALERT' if gateway.alert }}
+ (trigger {{ (gateway.levels or levels).trigger }}%,
+ alert {{ (gateway.levels or levels).alert }}%)</td></tr>
 {% for server in gateway.servers %}
 <tr><td>&nbsp;&nbsp;{{ server.name }}</td><td class="num">{{ server.current }}%</td>
 <td class="num">{{ server.peak }}%{% if server.peak_at %} at {{ server.peak_at }}{% endif %}</td>
@@ -630,7 +713,9 @@ _CYCLE_PAGE = _ENVIRONMENT.from_string("""<!DOCTYPE html>
 </table>
 <h2>Decision</h2>
 <p>{{ 'Triggered' if decision.triggered else 'Below the trigger level' }}
-(trigger {{ levels.trigger }}%, alert {{ levels.alert }}%).
+{%- if gateways | length > 1 %} (each gateway against its own levels)
+{%- else %}{% set own = (gateways[0].levels if gateways and gateways[0].levels else levels) %}
+ (trigger {{ own.trigger }}%, alert {{ own.alert }}%){% endif %}.
 Block list: {{ decision.blocklist }} entries; {{ decision.added | length }} added,
 {{ decision.renewed | length }} renewed, {{ decision.removed | length }} removed,
 {{ decision.capped | length }} held back
@@ -660,7 +745,8 @@ Block list: {{ decision.blocklist }} entries; {{ decision.added | length }} adde
 {% for device in devices %}
 <h3>{{ device.name }} ({{ device.platform }}{% if device.dest %}, {{ device.dest }}{% endif %})
 </h3>
-<p>{{ 'took the block list' if device.pushed else 'did NOT take the block list' }};
+<p>{{ 'took the block list' if device.pushed else 'did NOT take the block list' }}
+{%- if device.error %} ({{ device.error }}){% endif %};
 {{ device.entries if device.entries is not none else '?' }} entries;
 added {{ device.added | join(', ') or 'none' }};
 removed {{ device.removed | join(', ') or 'none' }}.

@@ -53,6 +53,12 @@ options:
     description: The alert level in percent, for the text; the decision is each gateway's C(alert).
     type: float
     default: 40
+  alert_levels:
+    description:
+      - Each gateway's own alert level in percent, by inventory name, for the subject and the
+        text; a gateway not named here has O(alert_occupancy).
+    type: dict
+    default: {}
   run_kind:
     description: How the cycle was started, named in the subject when not V(scheduled).
     type: str
@@ -72,6 +78,8 @@ options:
     description:
       - Least time between two summaries; seconds or a number with s, m, h or d.
       - V(0) sends one every cycle.
+      - A value that cannot be read is warned about and V(1h) is used, so the notification
+        still goes out.
     type: raw
     default: 1h
   state_path:
@@ -266,6 +274,7 @@ ARGUMENT_SPEC = dict(
     devices=dict(type="dict", default={}),
     failures=dict(type="list", elements="str", default=[]),
     alert_occupancy=dict(type="float", default=40.0),
+    alert_levels=dict(type="dict", default={}),
     run_kind=dict(type="str", default="scheduled"),
     report=dict(type="str"),
     top=dict(type="int", default=10),
@@ -277,6 +286,9 @@ ARGUMENT_SPEC = dict(
     webhook=dict(type="dict", options=WEBHOOK_SPEC),
     syslog=dict(type="dict", options=SYSLOG_SPEC),
 )
+
+
+DEFAULT_INTERVAL = 3600.0
 
 
 def _now(module: AnsibleModule) -> dt.datetime:
@@ -326,15 +338,22 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     try:
-        interval = parse_duration(params["summary_interval"], name="summary_interval")
+        interval = parse_duration(params["summary_interval"], name="notify_summary_interval")
     except TimestampError as exc:
-        module.fail_json(msg=str(exc))
+        # A bad setting must not cost the notification: warn and use the default.
+        interval = DEFAULT_INTERVAL
+        module.warn(f"{exc}; one summary per hour is sent until it is fixed")
+    try:
+        levels = {name: float(level) for name, level in params["alert_levels"].items()}
+    except (TypeError, ValueError):
+        levels = {}
+        module.warn("alert_levels: each gateway's level must be a number; using alert_occupancy")
     now = _now(module)
 
     facts = cycle_facts(
         gateways=params["gateways"], spare=params["spare"], plan=params["plan"],
         devices=params["devices"], failures=params["failures"],
-        alert_occupancy=params["alert_occupancy"], run_kind=params["run_kind"],
+        alert_occupancy=params["alert_occupancy"], alert_levels=levels, run_kind=params["run_kind"],
         check_mode=module.check_mode, top=params["top"], report=params["report"],
     )  # fmt: skip
     message = compose(facts)

@@ -109,7 +109,7 @@ def main() -> None:
     except ReportError as exc:
         module.fail_json(msg=str(exc))
     for line in unreadable:
-        module.warn(f"left out an unreadable report: {line}")
+        module.warn(f"left out the report {line}")
     summary["reports"] = len(reports)
 
     changed = False

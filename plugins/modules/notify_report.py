@@ -53,6 +53,18 @@ options:
     description: Alert level in percent, drawn on the chart.
     type: float
     default: 40
+  trigger_levels:
+    description:
+      - Each gateway's own trigger level in percent, by inventory name; a gateway not named
+        here has O(trigger_occupancy).
+    type: dict
+    default: {}
+  alert_levels:
+    description:
+      - Each gateway's own alert level in percent, by inventory name, drawn and named per
+        gateway; a gateway not named here has O(alert_occupancy).
+    type: dict
+    default: {}
   run_kind:
     description: How the cycle was started (V(scheduled), V(emergency)).
     type: str
@@ -67,11 +79,13 @@ options:
     type: path
     required: true
   keep_days:
-    description: Remove reports older than this many days; V(0) keeps them whatever their age.
+    description:
+      - Remove reports older than this many days; V(0) keeps them whatever their age.
+      - At most 36500 (a hundred years).
     type: float
     default: 90
   keep_files:
-    description: Keep at most this many runs' reports; V(0) sets no limit.
+    description: Keep at most this many runs' reports (up to 10000000); V(0) sets no limit.
     type: int
     default: 5000
   now:
@@ -132,6 +146,9 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._report import
     write_report,
 )
 
+MAX_KEEP_DAYS = 36500
+MAX_KEEP_FILES = 10_000_000
+
 ARGUMENT_SPEC = dict(
     gateways=dict(type="dict", required=True),
     spare=dict(type="dict", default={}),
@@ -140,6 +157,8 @@ ARGUMENT_SPEC = dict(
     devices=dict(type="dict", default={}),
     trigger_occupancy=dict(type="float", default=20.0),
     alert_occupancy=dict(type="float", default=40.0),
+    trigger_levels=dict(type="dict", default={}),
+    alert_levels=dict(type="dict", default={}),
     run_kind=dict(type="str", default="scheduled"),
     failures=dict(type="list", elements="str", default=[]),
     directory=dict(type="path", required=True),
@@ -152,8 +171,19 @@ ARGUMENT_SPEC = dict(
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
-    if params["keep_days"] < 0 or params["keep_files"] < 0:
-        module.fail_json(msg="keep_days and keep_files must be 0 (no limit) or more")
+    for name, highest in (("keep_days", MAX_KEEP_DAYS), ("keep_files", MAX_KEEP_FILES)):
+        if not 0 <= params[name] <= highest:
+            module.fail_json(
+                msg=f"{name} (notify_report_{name}) is {params[name]:g}; give 0 (no limit) "
+                f"up to {highest}"
+            )
+    levels: dict[str, dict[str, float]] = {}
+    for kind in ("trigger", "alert"):
+        for name, value in params[f"{kind}_levels"].items():
+            try:
+                levels.setdefault(str(name), {})[kind] = float(value)
+            except (TypeError, ValueError):
+                module.fail_json(msg=f"{kind}_levels: {name}'s level {value!r} is not a number")
     written_at = dt.datetime.now(dt.UTC)
     if params["now"]:
         try:
@@ -164,7 +194,7 @@ def main() -> None:
     report = build_report(
         gateways=params["gateways"], spare=params["spare"], plan=params["plan"],
         devices=params["devices"], trigger_occupancy=params["trigger_occupancy"],
-        alert_occupancy=params["alert_occupancy"], written_at=written_at,
+        alert_occupancy=params["alert_occupancy"], levels=levels, written_at=written_at,
         run_kind=params["run_kind"], snapshot=params["snapshot"], failures=params["failures"],
     )  # fmt: skip
     summary = {

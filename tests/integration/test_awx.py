@@ -328,7 +328,10 @@ def test_a_changed_definition_or_a_drifted_object_is_put_back(awx: Any, tmp_path
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"schedule_awx_password": "wrong"}, "HTTP Error 401"),
+        (
+            {"schedule_awx_password": "wrong"},
+            "(check schedule_awx_username/schedule_awx_password or schedule_awx_token)",
+        ),
         (
             {
                 "schedule_awx_templates": [
@@ -363,8 +366,11 @@ def test_a_changed_definition_or_a_drifted_object_is_put_back(awx: Any, tmp_path
             "is not one of",
         ),
         ({"schedule_awx_scm_url": ""}, "schedule_awx_scm_url"),
+        ({"schedule_awx_interval_minutes": 0}, "schedule_awx_interval_minutes is 0; give"),
+        ({"schedule_awx_timezone": "Mars/Olympus"}, "schedule_awx_timezone is Mars/Olympus;"),
     ],
-    ids=["bad-login", "unknown-playbook", "bad-rrule", "bad-survey", "no-scm-url"],
+    ids=["bad-login", "unknown-playbook", "bad-rrule", "bad-survey", "no-scm-url",
+         "zero-interval", "unknown-zone"],
 )
 def test_a_refusal_fails_the_run_with_awx_s_message(
     awx: Any, tmp_path: Path, overrides: dict[str, Any], message: str

@@ -162,3 +162,88 @@ def test_retention_keeps_the_newest_report(cycle):
 
 def test_report_and_notification_change_nothing_on_a_rerun(cycle):
     assert recap(cycle["second"][1])["changed"] == 0
+
+
+@pytest.fixture(scope="module")
+def broken_report(tmp_path_factory, dns_port):
+    """Runs whose report cannot be written: a file where the directory should be (with a
+    summary interval that cannot be read), and a retention out of range."""
+    base = tmp_path_factory.mktemp("broken-report")
+    (base / "notadir").write_text("a file, not a directory\n")
+    runs = {}
+    with webhook_server() as hook:
+        url = f"http://127.0.0.1:{hook.server_port}/services/{TOKEN}"
+        for name, extra in (
+            ("notadir", {"notify_report_dir": str(base / "notadir" / "cycles"),
+                         "notify_summary_interval": "10y"}),
+            ("keep_days", {"notify_report_keep_days": 1e12}),
+        ):  # fmt: skip
+            before = len(hook.received)
+            settings = {"notify_webhook_url": url, **extra}
+            rc, output = run_cycle(base / f"work-{name}", dns_port, settings)
+            runs[name] = (rc, output, hook.received[before:])
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("run", "reason"),
+    [
+        ("notadir", "cannot write the evidence report in"),
+        ("keep_days", "keep_days (notify_report_keep_days) is 1e+12; give 0 (no limit) up to"),
+    ],
+)
+def test_a_report_that_cannot_be_written_never_stops_the_notification(broken_report, run, reason):
+    rc, output, received = broken_report[run]
+    assert rc == 0, output[-3000:]
+    assert recap(output)["failed"] == 0
+    [message] = received
+    failures = message["json"]["smtpguard"]["failures"]
+    assert any(line.startswith("the evidence report could not be written:") and reason in line
+               for line in failures), failures  # fmt: skip
+    assert message["json"]["smtpguard"]["blocked_new"] == 14
+
+
+def test_an_unreadable_summary_interval_is_warned_about_not_fatal(broken_report):
+    rc, output, received = broken_report["notadir"]
+    assert "notify_summary_interval: '10y' is not a duration" in output
+    assert len(received) == 1
+
+
+@pytest.fixture(scope="module")
+def failed_push(tmp_path_factory, dns_port):
+    """A run in which ips1.demo cannot take the push: a file stands where its directory goes.
+    The gateway alerts at its own level (25%), not at the one given to the notify role."""
+    work = tmp_path_factory.mktemp("failed-push") / "work"
+    work.mkdir()
+    (work / "ips1").write_text("a file, not a directory\n")
+    with webhook_server() as hook:
+        url = f"http://127.0.0.1:{hook.server_port}/services/{TOKEN}"
+        settings = {"notify_webhook_url": url, "analyze_alert_occupancy": 25,
+                    "notify_alert_occupancy": 80}  # fmt: skip
+        rc, output = run_cycle(work, dns_port, settings)
+    return {"work": work, "rc": rc, "output": output, "received": hook.received}
+
+
+def test_a_failed_push_is_notified_and_still_fails_the_run(failed_push):
+    assert failed_push["rc"] != 0
+    assert "ips1.demo did not take the block list (unreachable or failed)" in failed_push["output"]
+    [message] = failed_push["received"]
+    facts = message["json"]["smtpguard"]
+    assert any(line.startswith("ips1.demo did not take the block list: ")
+               for line in facts["failures"]), facts["failures"]  # fmt: skip
+    assert any("the state is left as it was" in line for line in facts["failures"])
+    assert message["json"]["title"].startswith("[smtpguard] ALERT: gw1.demo occupancy 30.0%")
+    assert message["json"]["title"].endswith(", FAILURES")
+    assert "above the alert level of 25.0%" in message["json"]["text"]
+
+
+def test_a_failed_push_is_in_the_report_and_records_no_state(failed_push, answer):
+    work = failed_push["work"]
+    [path] = (work / "reports" / "cycles").glob("*.json")
+    report = json.loads(path.read_text())
+    devices = {device["name"]: device for device in report["devices"]}
+    assert devices["ips1.demo"]["pushed"] is False and devices["ips1.demo"]["error"]
+    assert devices["feed1.demo"]["pushed"] is True
+    assert any("did not take the block list" in line for line in report["failures"])
+    assert not (work / "state" / "state.json").exists()
+    assert len((work / "feed1" / "blocklist.txt").read_text().split()) >= len(answer["block"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,34 @@ def test_check_mode_writes_nothing(reports_dir, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert not dest.with_suffix(".json").exists() and not dest.with_suffix(".html").exists()
     assert "check mode: nothing written" in done.stdout
+
+
+def test_bad_stored_reports_are_left_out_with_a_warning_each(reports_dir, tmp_path):
+    spoiled = tmp_path / "cycles"
+    shutil.copytree(reports_dir, spoiled)
+    [first, second, third, *_] = sorted(spoiled.glob("cycle-*.json"))
+    for path, change in (
+        (first, lambda data: data.update(gateways="x")),
+        (second, lambda data: data["run"].update(check_time="1900-01-01T00:00:00+00:00")),
+        (third, lambda data: data["decision"].update(added=[["a"]])),
+    ):
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data))
+
+    dest = tmp_path / "months"
+    done = run_report(spoiled, dest)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+
+    for path in (first, second, third):
+        assert f"left out the report {path.name}: " in output
+    summary = json.loads(dest.with_suffix(".json").read_text())
+    assert summary["reports"] == len(STORED) - 3
+    assert [row["period"] for row in summary["periods"]] == ["2026-11"]
+
+
+def test_an_unknown_time_zone_names_the_setting(reports_dir, tmp_path):
+    done = run_report(reports_dir, tmp_path / "x", "-e", "notify_period_timezone=Mars/Olympus")
+    assert done.returncode != 0
+    assert "notify_period_timezone: 'Mars/Olympus' is not an IANA time zone" in done.stdout

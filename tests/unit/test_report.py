@@ -260,3 +260,61 @@ def test_period_page_holds_the_table_and_both_series(stored):
 def test_period_summary_refuses_unknown_settings(stored, by, timezone):
     with pytest.raises(ReportError):
         period_summary(stored, by=by, timezone=timezone)
+
+
+def _store(directory, reports: dict[str, object]) -> None:
+    for stamp, data in reports.items():
+        (directory / f"cycle-{stamp}-abcdef.json").write_text(json.dumps(data))
+
+
+def _broken(change) -> dict:
+    data = json.loads(json.dumps(cycle("2026-12-03T09:00:00+00:00", current=50,
+                                       added=["203.0.113.7"])))  # fmt: skip
+    change(data)
+    return data
+
+
+BROKEN = {
+    "gateways is a string": lambda data: data.update(gateways="x"),
+    "current is a word": lambda data: data["gateways"][0]["occupancy"].update(current="high"),
+    "added holds a list": lambda data: data["decision"].update(added=[["a"]]),
+    "check time in 1900": lambda data: data["run"].update(check_time="1900-01-01T00:00:00Z"),
+    "window end in 1900": lambda data: data["gateways"][0].update(window_end="1900-01-01"),
+    "check time unreadable": lambda data: data["run"].update(check_time="yesterday"),
+    "check time next year": lambda data: data["run"].update(check_time="2027-12-03T00:00:00Z"),
+    "run is a list": lambda data: data.update(run=[]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_one_bad_stored_report_is_left_out_by_name(tmp_path, case):
+    good = cycle("2026-12-02T09:00:00+00:00", current=45, added=["203.0.113.1"])
+    _store(tmp_path, {"20261202T090000Z": good, "20261203T090000Z": _broken(BROKEN[case])})
+
+    reports, left_out = load_reports(str(tmp_path), now=dt.datetime(2026, 12, 3, 12, tzinfo=UTC))
+
+    assert reports == [good]
+    assert len(left_out) == 1 and left_out[0].startswith("cycle-20261203T090000Z-abcdef.json: ")
+    summary = period_summary(reports, by="month")
+    assert [row["period"] for row in summary["periods"]] == ["2026-12"]
+
+
+def test_each_gateway_keeps_its_own_levels_in_the_report_and_chart():
+    end = "2026-12-03T16:41:24+00:00"
+    report = build_report(
+        gateways={"gw1.demo": analysis(end=end, current=30.0),
+                  "gw2.demo": analysis(end=end, current=30.0, alert=True)},
+        spare={}, plan={}, devices={}, trigger_occupancy=20, alert_occupancy=80,
+        levels={"gw1.demo": {"trigger": 20, "alert": 80}, "gw2.demo": {"alert": 25}},
+        written_at=dt.datetime(2026, 12, 3, 16, 42, tzinfo=UTC),
+    )  # fmt: skip
+    assert [row["levels"] for row in report["gateways"]] == [
+        {"trigger": 20, "alert": 80}, {"trigger": 20, "alert": 25},
+    ]
+
+    chart = occupancy_svg(report)
+    assert "alert 80% (gw1.demo)" in chart and "alert 25% (gw2.demo)" in chart
+    assert "trigger 20%<" in chart  # a shared level is one line without names
+    page = render_cycle_html(report)
+    assert "gw2.demo: occupancy above its alert level\n(25%)" in page
+    assert "gw1.demo: occupancy above" not in page
