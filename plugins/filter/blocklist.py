@@ -21,6 +21,12 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses imp
     parse_network,
     sort_key,
 )
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._device_entries import (
+    MIN_PREFIX,
+    SPECIAL_NETWORKS,
+    merge,
+    refusal,
+)
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._devices import (
     DeviceError,
     capacity_limit,
@@ -31,25 +37,9 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._devices impor
 # a semicolon, a brace or a letter beyond a-f is refused before ipaddress even sees it.
 _NETWORK_CHARACTERS = re.compile(r"[0-9A-Fa-f.:/]+")
 
-
-# The widest network one entry may block. Anything wider takes out a good part of the
-# internet; an operator who really means it blocks it on the device by hand.
-MIN_PREFIX = {4: 16, 6: 32}
-
-# No entry may overlap these: the unspecified and loopback addresses, link-local, multicast,
-# IPv4's reserved class E (with the broadcast address) and IPv6's old site-local range.
-SPECIAL_NETWORKS = {
-    4: ("0.0.0.0/32", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"),
-    6: ("::/128", "::1/128", "fe80::/10", "fec0::/10", "ff00::/8"),
-}
-# The same as (first, last) integers, so that checking an entry builds no objects.
-_SPECIAL_RANGES = {
-    version: tuple(
-        (int(network.network_address), int(network.broadcast_address))
-        for network in map(ipaddress.ip_network, networks)
-    )
-    for version, networks in SPECIAL_NETWORKS.items()
-}
+# The rules themselves (the widest entry, the special ranges) live in module_utils, where the
+# device_blocklist module applies the same ones to a configuration it is given directly.
+__all__ = ["MIN_PREFIX", "SPECIAL_NETWORKS", "FilterModule"]
 
 
 def _network(item: object) -> IPNetwork:
@@ -68,19 +58,9 @@ def _network(item: object) -> IPNetwork:
 
 def _refusal(item: str, network: IPNetwork) -> str | None:
     """Why an entry must never reach a device, or None."""
-    version, prefixlen = network.version, network.prefixlen
-    if version == 4 and prefixlen < 32 and ":" in item:
+    if network.version == 4 and network.prefixlen < 32 and ":" in item:
         return "an IPv4-mapped IPv6 network; give it in IPv4 form"
-    if prefixlen < MIN_PREFIX[version]:
-        return (
-            f"wider than /{MIN_PREFIX[version]}; smtpguard never blocks so much of "
-            "the internet at once"
-        )
-    first = int(network.network_address)
-    last = first | ((1 << (network.max_prefixlen - prefixlen)) - 1)
-    if any(first <= high and low <= last for low, high in _SPECIAL_RANGES[version]):
-        return "a loopback, multicast, link-local, reserved or unspecified address"
-    return None
+    return refusal(network)
 
 
 def _networks(entries: object, *, name: str) -> set[IPNetwork]:
@@ -116,11 +96,9 @@ def _items(entries: object, *, name: str) -> Iterable[object]:
 
 
 def _collapse(networks: Iterable[IPNetwork]) -> list[IPNetwork]:
-    """Merge neighbours and covered networks, one address family at a time."""
-    items = list(networks)
-    v4 = [n for n in items if isinstance(n, ipaddress.IPv4Network)]
-    v6 = [n for n in items if isinstance(n, ipaddress.IPv6Network)]
-    return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
+    """Merge neighbours and covered networks, one address family at a time; a merge never
+    gives a network wider than one entry may be (see `merge`)."""
+    return merge(networks)
 
 
 def blocklist_networks(
@@ -171,13 +149,17 @@ def blocklist_fit(
     aggregate: bool = False,
     prefix_v4: int = 24,
     prefix_v6: int = 64,
+    allowlist: object = (),
 ) -> dict[str, Any]:
     """The block list cut to a device's capacity, with the numbers to warn about.
 
-    Within capacity the list comes back unchanged. Over it: neighbours are merged (exact),
-    then, with `aggregate`, addresses are replaced by their /`prefix_v4` (/`prefix_v6`)
-    network, and what still does not fit is cut, the least impact first (`impact`: the
-    plan's entries with their evidence). `warning` says what was done, with numbers.
+    Within capacity the list comes back unchanged. Over it: neighbours are merged (exact,
+    never wider than a /16 or /32), then, with `aggregate`, addresses are replaced by their
+    /`prefix_v4` (/`prefix_v6`) network unless that network would cover part of `allowlist`
+    (networks, or mappings with `network` or `ip`: the allowlist, the never-block networks,
+    sources spared or unblocked) or a special range; what still does not fit is cut, the
+    least impact first (`impact`: the plan's entries with their evidence). `warning` says
+    what was done, with numbers.
     """
     networks = _networks(entries, name="blocklist_fit")
     requested = len(networks)
@@ -197,6 +179,7 @@ def blocklist_fit(
             aggregate=bool(aggregate),
             aggregate_prefix={4: int(prefix_v4), 6: int(prefix_v6)},
             merged_from=requested,
+            keep_out=_items(allowlist or (), name="blocklist_fit allowlist"),
         )
     except (DeviceError, ValueError) as exc:
         raise AnsibleFilterError(f"blocklist_fit: {exc}") from None

@@ -77,13 +77,42 @@ def resolve(host: str, *, port: int, ssh_config_file: str | None, timeout: int =
     hops = [hop.strip() for hop in jump.split(",") if hop.strip()]
     command = ["ssh", "-F", path, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}"]
     if len(hops) > 1:
-        command += ["-J", ",".join(hops[:-1])]
-    command += ["-W", f"{_bracketed(hostname)}:{port}", hops[-1]]
+        command += ["-J", ",".join(hops[:-1])]  # OpenSSH reads user@host:port here itself
+    command += ["-W", f"{_bracketed(hostname)}:{port}", *_destination(hops[-1])]
     return Route(host, hostname, port, tuple(command), f"ProxyJump {','.join(hops)}")
 
 
 def _bracketed(hostname: str) -> str:
     return f"[{hostname}]" if ":" in hostname else hostname
+
+
+def _destination(hop: str) -> list[str]:
+    """The last hop as ssh's destination arguments.
+
+    A ProxyJump hop is `[user@]host[:port]` or `ssh://[user@]host[:port]` (an IPv6 host in
+    brackets when a port follows), but ssh's destination argument takes a port only in the
+    URI form, so the port goes to `-p` and the rest stays `[user@]host`.
+    """
+    text = hop[len("ssh://") :] if hop.lower().startswith("ssh://") else hop
+    user, at, address = text.rpartition("@")
+    port = ""
+    if address.startswith("["):
+        inside, bracket, rest = address[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise DeviceError(f"ProxyJump hop {hop!r} is not [user@]host[:port]")
+        address, port = inside, rest[1:]
+    elif address.count(":") == 1:
+        address, port = address.split(":")
+    if not address or (at and not user) or (port and not _is_port(port)):
+        raise DeviceError(
+            f"ProxyJump hop {hop!r} is not [user@]host[:port] with a port from 1 to 65535"
+        )
+    target = f"{user}@{address}" if at else address
+    return ["-p", str(int(port)), target] if port else [target]
+
+
+def _is_port(text: str) -> bool:
+    return text.isdigit() and 0 < int(text) < 65536
 
 
 class Hop(paramiko.ProxyCommand):

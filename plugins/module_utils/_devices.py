@@ -7,8 +7,10 @@ from the device, is parsed into containers (an object group, a prefix list) hold
 and the same parser compares the device with the desired list afterwards.
 
 The rendered text is held to a stricter standard than the read-back: every line must be a
-container, a member whose address passes `ipaddress`, or a comment. So even a template
-edited carelessly cannot carry text from logs or DNS to a device.
+container, a member whose address passes `ipaddress` and the block list filters' rules (no
+wider than a /16 or /32, nothing special such as loopback), or a comment. So even a template
+edited carelessly, or a caller that bypasses the templates, cannot carry text from logs or
+DNS, or an entry that cuts off half the internet, to a device.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from typing import Any
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses import (
     IPNetwork,
     sort_key,
+)
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._device_entries import (
+    MIN_PREFIX,
+    KeepOut,
+    aggregate_refusal,
+    refusal,
 )
 
 _NAME = r"[A-Za-z][A-Za-z0-9_.-]{0,63}"
@@ -283,6 +291,12 @@ def parse_config(text: str, platform: Platform, *, strict: bool) -> DeviceConfig
                 if strict:
                     raise DeviceError(f"rendered line {number} {line!r}: {exc}") from None
                 continue
+            refused = refusal(network) if strict else None
+            if refused:
+                raise DeviceError(
+                    f"rendered line {number} {line!r} is refused: {refused}; the block list "
+                    "may only hold what the blocklist_networks filter lets through"
+                )
             if owner is not None:
                 text_of_member = (
                     str(network.with_prefixlen) if platform.enter is None else line.strip()
@@ -403,11 +417,12 @@ class Fit:
     aggregated: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     merged_from: int | None = None
+    not_aggregated: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def warning(self) -> str | None:
         merged = self.merged_from is not None and self.merged_from != self.requested
-        if not self.aggregated and not self.dropped and not merged:
+        if not self.aggregated and not self.dropped and not merged and not self.not_aggregated:
             return None
         total = self.merged_from or self.requested
         merged = f" ({self.requested} after merging neighbours)" if total != self.requested else ""
@@ -415,6 +430,12 @@ class Fit:
         if self.aggregated:
             covered = sum(item["members"] for item in self.aggregated)
             parts.append(f"{covered} entries were aggregated into {len(self.aggregated)} networks")
+        if self.not_aggregated:
+            first = self.not_aggregated[0]
+            parts.append(
+                f"{len(self.not_aggregated)} networks were not aggregated (first: "
+                f"{first['network']}, {first['reason']})"
+            )
         if self.dropped:
             parts.append(
                 f"{len(self.dropped)} entries with the least impact are left out "
@@ -429,6 +450,7 @@ class Fit:
             "capacity": self.capacity,
             "count": len(self.networks),
             "aggregated": self.aggregated,
+            "not_aggregated": self.not_aggregated,
             "dropped": self.dropped,
             "warning": self.warning,
         }
@@ -452,15 +474,24 @@ def fit_capacity(
     aggregate: bool = False,
     aggregate_prefix: Mapping[int, int] | None = None,
     merged_from: int | None = None,
+    keep_out: Iterable[object] = (),
 ) -> Fit:
     """Cut a block list to `capacity` entries: aggregate where allowed, then keep the strongest.
 
     Aggregation replaces the addresses inside one /24 (IPv4) or /64 (IPv6), or the prefixes
-    given in `aggregate_prefix`, by that network, the fullest first, until the list fits.
-    What still does not fit is cut by impact (`impact` maps an address to its state entry or
-    evidence: most qualifying sessions, then risk, then sessions); without it, by address.
+    given in `aggregate_prefix` (at most as wide as one entry may be), by that network, the
+    fullest first, until the list fits. A network that would cover part of `keep_out` (the
+    allowlist, never-block networks, sources spared or unblocked) or a special range is not
+    used and is named in `not_aggregated`. What still does not fit is cut by impact (`impact`
+    maps an address to its state entry or evidence: most qualifying sessions, then risk, then
+    sessions); without it, by address.
     """
     capacity = whole_number(capacity, name="capacity", minimum=0)
+    prefixes = _aggregate_prefixes(aggregate_prefix or {4: 24, 6: 64}) if aggregate else {}
+    try:
+        kept_out = KeepOut(keep_out)
+    except ValueError as exc:
+        raise DeviceError(f"{exc}; give an address or network in CIDR form") from None
     items = sorted(set(networks), key=sort_key)
     fit = Fit([], len(items), capacity, merged_from=merged_from)
     if capacity == 0 or len(items) <= capacity:
@@ -468,7 +499,7 @@ def fit_capacity(
         return fit
 
     if aggregate:
-        items = _aggregate(items, capacity, fit, prefixes=aggregate_prefix or {4: 24, 6: 64})
+        items = _aggregate(items, capacity, fit, prefixes=prefixes, keep_out=kept_out)
 
     if len(items) > capacity:
         weights = impact or {}
@@ -496,12 +527,32 @@ def _contains(network: IPNetwork, ip: str) -> bool:
         return False
 
 
+def _aggregate_prefixes(prefixes: Mapping[int, object]) -> dict[int, int]:
+    """The aggregation prefix of each family, each no wider than one entry may be."""
+    checked = {}
+    for version, widest, longest in ((4, MIN_PREFIX[4], 32), (6, MIN_PREFIX[6], 128)):
+        length = whole_number(prefixes.get(version, longest), name="prefix", minimum=0)
+        if not widest <= length <= longest:
+            raise DeviceError(
+                f"the IPv{version} aggregation prefix must be /{widest} to /{longest}, not "
+                f"/{length}: an aggregate is one block list entry, and none is wider than "
+                f"/{widest}"
+            )
+        checked[version] = length
+    return checked
+
+
 def _aggregate(
-    items: list[IPNetwork], capacity: int, fit: Fit, *, prefixes: Mapping[int, int]
+    items: list[IPNetwork],
+    capacity: int,
+    fit: Fit,
+    *,
+    prefixes: Mapping[int, int],
+    keep_out: KeepOut,
 ) -> list[IPNetwork]:
     groups: dict[IPNetwork, list[IPNetwork]] = {}
     for network in items:
-        length = int(prefixes.get(network.version, network.max_prefixlen))
+        length = prefixes[network.version]
         if network.prefixlen <= length:
             continue
         groups.setdefault(network.supernet(new_prefix=length), []).append(network)
@@ -510,6 +561,12 @@ def _aggregate(
     for supernet, members in sorted(groups.items(), key=lambda g: (-len(g[1]), sort_key(g[0]))):
         if len(remaining) <= capacity or len(members) < 2:
             break
+        reason = aggregate_refusal(supernet, keep_out=keep_out)
+        if reason:
+            fit.not_aggregated.append(
+                {"network": str(supernet), "members": len(members), "reason": reason}
+            )
+            continue
         remaining.difference_update(members)
         remaining.add(supernet)
         fit.aggregated.append({"network": str(supernet), "members": len(members)})

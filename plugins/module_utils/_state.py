@@ -30,6 +30,9 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._addresses imp
     parse_network,
     sort_key,
 )
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._device_entries import (
+    too_wide,
+)
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
@@ -582,17 +585,55 @@ def _never_block(networks: Sequence[str] | None) -> NetworkSet:
         raise StateError(f"never_block: {exc}") from None
 
 
+# A duration as operators type it, a minus sign included, so that `-5d` is answered as a
+# duration that is not positive rather than as a time that cannot be parsed.
+_SIGNED_DURATION = re.compile(r"^-?\s*\d+\s*[smhd]?$", re.IGNORECASE)
+_EXPIRES_FORMS = (
+    "a positive duration such as 7d or 12h, or an ISO 8601 time after now in the form "
+    "2024-05-01T10:30:00Z"
+)
+
+
 def _until(expires: object, *, now: dt.datetime) -> dt.datetime | None:
     """An allowlist expiry given as a duration from now or as a time."""
     if expires in (None, ""):
         return None
-    if isinstance(expires, int) or (isinstance(expires, str) and _DURATION.match(expires.strip())):
-        return now + dt.timedelta(seconds=parse_duration(expires, what="expires"))
+    if isinstance(expires, int) or (
+        isinstance(expires, str) and _SIGNED_DURATION.match(expires.strip())
+    ):
+        try:
+            seconds = parse_duration(expires, what="expires")
+        except StateError:
+            raise StateError(f"expires must be {_EXPIRES_FORMS} (got {expires!r})") from None
+        return now + dt.timedelta(seconds=seconds)
 
-    until = parse_time(expires, what="expires")
+    try:
+        until = parse_time(expires, what="expires")
+    except StateError:
+        raise StateError(
+            f"expires {expires!r} is not an ISO 8601 time nor a duration; give {_EXPIRES_FORMS}"
+        ) from None
     if until <= now:
-        raise StateError(f"expires {expires!r} is not after now ({format_time(now)})")
+        raise StateError(
+            f"expires {expires!r} is not after now ({format_time(now)}); give {_EXPIRES_FORMS}"
+        )
     return until
+
+
+def _source_network(address: object, *, action: str) -> Any:
+    """The address or network to unblock or allowlist: parsed, and no wider than one block
+    list entry may be, so that one typo cannot allow the whole internet."""
+    try:
+        network = parse_network(str(address))
+    except ValueError as exc:
+        raise StateError(f"address: {exc}") from None
+    wide = too_wide(network)
+    if wide:
+        raise StateError(
+            f"address {address!r} is refused for {action}: {wide}; give the address or the "
+            "network that was blocked"
+        )
+    return network
 
 
 # Decisions, one step each
@@ -789,6 +830,11 @@ class BlockListState:
         self, *, snapshot: int | None, never_block: Sequence[str] | None, now: dt.datetime
     ) -> Plan:
         spared = _never_block(never_block)
+        if snapshot is not None and (isinstance(snapshot, bool) or snapshot < 0):
+            raise StateError(
+                f"snapshot must be the number of a snapshot, or 0 for the empty block list in "
+                f"force before the first push (got {snapshot!r})"
+            )
         with self.store.lock(exclusive=False):
             current = self._read_current()
             target = self._previous(current.state) if snapshot is None else snapshot
@@ -822,10 +868,7 @@ class BlockListState:
     def unblock(
         self, *, address: str, reason: str | None, expires: object, now: dt.datetime
     ) -> Plan:
-        try:
-            network = parse_network(address)
-        except ValueError as exc:
-            raise StateError(f"address: {exc}") from None
+        network = _source_network(address, action="unblock")
         if not reason:
             raise StateError("reason is required to unblock: say why the source is allowed")
         until = _until(expires, now=now)
@@ -858,10 +901,7 @@ class BlockListState:
         """Prune the allowlist file of expired entries and, given `address`, allowlist it."""
         add = None
         if address is not None:
-            try:
-                network = parse_network(address)
-            except ValueError as exc:
-                raise StateError(f"address: {exc}") from None
+            network = _source_network(address, action="allowlist")
             if not reason:
                 raise StateError("reason is required to allowlist: say why the source is allowed")
             until = _until(expires, now=now)

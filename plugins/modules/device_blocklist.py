@@ -24,8 +24,11 @@ description:
     A failed check discards the candidate; a read-back that differs rolls back to the
     previous commit; a controller lost in between leaves the device to roll back by itself.
   - Every line of O(config) must be a container (object group, prefix list) or a member
-    whose address passes Python's C(ipaddress); any other text fails the task before a
-    connection is made.
+    whose address passes Python's C(ipaddress) and the rules of the
+    C(campusnet.smtpguard.blocklist_networks) filter - no network wider than a /16 (IPv4) or
+    a /32 (IPv6), none touching a loopback, link-local, multicast, reserved or C(0.0.0.0/8)
+    range, no IPv4-mapped IPv6 address; any other text fails the task before a connection
+    is made, also when O(config) was not rendered by the role's templates.
 options:
   platform:
     description: The device's platform.
@@ -73,6 +76,9 @@ options:
         bastion's user, key and known hosts come from the same file; a C(ProxyCommand) runs
         as written. When the bastion refuses or is down, the task fails at once with what
         ssh said.
+      - A hop may name its user and port, C(user@bastion:2222) or
+        C(ssh://user@bastion:2222) (an IPv6 bastion in brackets before a port); the port of
+        the last hop is passed to ssh as C(-p), the others are OpenSSH's own C(-J).
     type: path
   host_key_checking:
     description:

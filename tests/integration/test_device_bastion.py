@@ -126,6 +126,29 @@ def test_two_jumps_go_through_both_hops(bastion: sshd.Bastion, tmp_path: Path) -
         assert hops_running(config) == []
 
 
+@pytest.mark.parametrize("form", ["{user}@127.0.0.1:{port}", "ssh://{user}@127.0.0.1:{port}"])
+def test_a_jump_with_user_and_port_goes_to_that_port(
+    bastion: sshd.Bastion, tmp_path: Path, form: str
+) -> None:
+    """No `Host` entry names the bastion's port: only the ProxyJump value carries it."""
+    with FakeDevice("ios") as device:
+        path = tmp_path / "ssh_config"
+        jump = form.format(user=bastion.user, port=bastion.port)
+        config = ssh_config(bastion, device, path, jump)
+        path.write_text(
+            path.read_text()
+            + f"Host 127.0.0.1\n  IdentityFile {bastion.client_key}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {bastion.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+            "  StrictHostKeyChecking yes\n  BatchMode yes\n"
+        )
+
+        pushed = run(params(device, config, ENTRIES), check=False)
+
+        assert pushed["added"] == ["192.0.2.7", "198.51.100.0/24", "2001:db8::25"]
+        assert bastion.forwarded_to(device.port) == 1
+        assert hops_running(config) == []
+
+
 def test_a_bastion_with_another_host_key_fails_at_once_with_sshs_words(
     bastion: sshd.Bastion, tmp_path: Path
 ) -> None:

@@ -258,3 +258,138 @@ def test_postfix_table_is_written_and_postfix_reloaded(tmp_path: Path) -> None:
     ).read_text() == "192.0.2.7/32\tREJECT\n2001:db8::/48\tREJECT\n"
     assert calls.read_text() == "reload\n"  # the second run changed nothing and did not reload
     assert second.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("targets", "unmatched"),
+    [
+        pytest.param("ios1,ios9", "ios9", id="a-misspelt-device-in-a-list"),
+        pytest.param("localhost,ios1", "localhost", id="a-host-that-is-no-enforcer"),
+        pytest.param("ios9:ios1", "ios9", id="colon-separated"),
+    ],
+)
+def test_rollback_targets_that_name_no_enforcer_fail_before_any_push(
+    site: dict[str, Any], targets: str, unmatched: str
+) -> None:
+    before = show(site)
+
+    rc, output, recap = play(
+        site,
+        "playbooks/rollback.yml",
+        "-e",
+        "rollback_snapshot=1",
+        "-e",
+        f"rollback_targets={targets}",
+    )
+
+    assert rc != 0
+    assert f"rollback_targets {targets}: {unmatched} matches no host of the enforcers" in output
+    assert held(site["device"]) == set() and not (site["tmp"] / "feed.txt").exists()
+    assert set(recap) == {"localhost"} and show(site) == before
+
+
+def test_rollback_to_a_list_of_targets_pushes_to_each_and_only_to_them(
+    site: dict[str, Any],
+) -> None:
+    rc, output, recap = play(
+        site,
+        "playbooks/rollback.yml",
+        "-e",
+        "rollback_snapshot=1",
+        "-e",
+        "rollback_targets=ios1,feed1",
+    )
+
+    assert rc == 0, output
+    assert set(recap) == {"localhost", "ios1", "feed1"}
+    assert held(site["device"]) == {"host 192.0.2.7", "host 198.51.100.25"}
+    assert (site["tmp"] / "feed.txt").read_text().splitlines()[1:] == ["192.0.2.7", "198.51.100.25"]
+    assert show(site)["snapshot"] == 3  # every enforcer took it: recorded
+
+
+def test_rollback_to_snapshot_0_empties_every_device_and_says_so(site: dict[str, Any]) -> None:
+    assert play(site, "playbooks/rollback.yml", "-e", "rollback_snapshot=2")[0] == 0
+    assert len(held(site["device"])) == 4
+
+    rc, output, _ = play(site, "playbooks/rollback.yml", "-e", "rollback_snapshot=0")
+
+    assert rc == 0, output
+    assert "Restoring snapshot 0 (the empty list before the first push)" in output
+    assert held(site["device"]) == set()
+    assert (site["tmp"] / "feed.txt").read_text().splitlines()[1:] == []
+    assert show(site)["entries"] == {}
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        pytest.param(
+            ["unblock_address=0.0.0.0/0"],
+            "address '0.0.0.0/0' is refused for unblock: wider than /16",
+            id="everything",
+        ),
+        pytest.param(
+            ["unblock_address=2001::/16"],
+            "address '2001::/16' is refused for unblock: wider than /32",
+            id="v6-too-wide",
+        ),
+        pytest.param(
+            ["unblock_address=203.0.113.9", "unblock_expires=-5d"],
+            "expires must be a positive duration such as 7d or 12h",
+            id="negative-expiry",
+        ),
+    ],
+)
+def test_unblock_refuses_before_anything_is_written(
+    site: dict[str, Any], variables: list[str], message: str
+) -> None:
+    assert play(site, "playbooks/rollback.yml", "-e", "rollback_snapshot=2")[0] == 0
+    pushed, before = held(site["device"]), show(site)
+    extra = [arg for variable in variables for arg in ("-e", variable)]
+
+    rc, output, _ = play(
+        site, "playbooks/unblock.yml", *extra, "-e", "unblock_reason='ticket 4711'"
+    )
+
+    assert rc != 0
+    assert message in output
+    assert held(site["device"]) == pushed and show(site) == before
+    assert not (site["tmp"] / "allowlist.yml").exists()
+
+
+AGGREGATE = ["192.0.2.7", "192.0.2.8", "198.51.100.1", "198.51.100.2"]
+
+
+@pytest.mark.parametrize(
+    ("spared", "expected"),
+    [
+        pytest.param(
+            [], {"host 192.0.2.7", "host 192.0.2.8", "198.51.100.0 255.255.255.0"}, id="file"
+        ),
+        pytest.param(
+            ["198.51.100.77"],
+            {"host 192.0.2.7", "host 192.0.2.8", "host 198.51.100.1"},
+            id="file-and-spared",
+        ),
+    ],
+)
+def test_aggregation_on_a_full_device_leaves_the_allowlist_and_spared_sources_out(
+    site: dict[str, Any], spared: list[str], expected: set[str]
+) -> None:
+    (site["tmp"] / "allowlist.yml").write_text(
+        "- {network: 192.0.2.200, reason: partner relay, expires: null}\n"
+    )
+    playbook = site["tmp"] / "aggregate.yml"
+    playbook.write_text(
+        "- name: Push\n  hosts: ios1\n  gather_facts: false\n  roles:\n"
+        "    - role: campusnet.smtpguard.push_blocklist\n"
+        f"      vars: {{push_blocklist_entries: {json.dumps(AGGREGATE)},\n"
+        "             push_blocklist_capacity: 3, push_blocklist_aggregate: true,\n"
+        f"             push_blocklist_spared: {json.dumps(spared)}}}\n"
+    )
+
+    rc, output, _ = play(site, str(playbook))
+
+    assert rc == 0, output
+    assert held(site["device"]) == expected
+    assert "networks were not aggregated (first: 192.0.2.0/24" in output

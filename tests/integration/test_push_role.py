@@ -257,3 +257,85 @@ def test_nftables_apply_verify_and_rollback(tmp_path: Path, netns: str) -> None:
     assert dest.read_bytes() == kept
     assert device_set(netns, "blocked_v4") == ["203.0.113.9"]
     assert sorted(path.name for path in tmp_path.glob("blocklist.nft*")) == ["blocklist.nft"]
+
+
+# nftables failures, each named with the step and nft's words: a stand-in nft that records
+# what it was asked and fails where a case says
+
+FAKE_NFT = """#!/bin/sh
+echo "nft $*" >> "{calls}"
+if [ "$1" = "-f" ] && [ "$2" = "-" ]; then cat >> "{calls}"; exit 0; fi
+if [ "$1" = "-f" ] && [ "$FAKE_NFT_FAIL" = "apply" ]; then
+    echo "{dest}:40:1-20: Error: Could not process rule: No space left on device" >&2
+    exit 1
+fi
+if [ "$1" = "--json" ] && [ "$FAKE_NFT_FAIL" = "read-back" ]; then
+    echo "Error: JSON support not compiled-in" >&2
+    exit 1
+fi
+exit 0
+"""
+
+NFT_FAILURES = [
+    pytest.param(
+        False,
+        "read-back",
+        [
+            'failed at "Read the block list back from nftables": blocked_v4: Error: JSON support '
+            "not compiled-in",
+            "nft loaded the new block list, but it could not be verified; this was the first push",
+            "the sets are emptied again, as they were before it, and the file is removed",
+        ],
+        id="first-push-read-back-fails",
+    ),
+    pytest.param(
+        False,
+        "apply",
+        [
+            'failed at "Apply the nftables block list":',
+            "Could not process rule",
+            "nft did not load the new block list",
+            "there was no previous block list file, so the device is as it was",
+        ],
+        id="first-push-refused",
+    ),
+    pytest.param(
+        True,
+        "read-back",
+        [
+            'failed at "Read the block list back from nftables": blocked_v4:',
+            "nft loaded the new block list, but it could not be verified; the previous block "
+            "list file is restored and loaded again",
+        ],
+        id="later-push-read-back-fails",
+    ),
+]
+
+
+@pytest.mark.parametrize(("had_previous", "fail", "said"), NFT_FAILURES)
+def test_an_nftables_failure_says_which_step_failed_and_what_the_device_holds(
+    tmp_path: Path, had_previous: bool, fail: str, said: list[str]
+) -> None:
+    dest, calls, bin_dir = tmp_path / "blocklist.nft", tmp_path / "calls", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nft").write_text(FAKE_NFT.format(calls=calls, dest=dest))
+    (bin_dir / "nft").chmod(0o755)
+    previous = "# the previous block list\n"
+    if had_previous:
+        dest.write_text(previous)
+    environment = ("env", f"PATH={bin_dir}:{os.environ['PATH']}", f"FAKE_NFT_FAIL={fail}")
+
+    failed = play(tmp_path, nftables(dest, FIRST), prefix=environment)
+
+    output = " ".join(failed.output.split())
+    assert (failed.rc, failed.failed) != (0, 0)
+    for words in said:
+        assert words in output, failed.output
+    asked = calls.read_text()
+    emptied = "flush set inet smtpguard blocked_v4\nflush set inet smtpguard blocked_v6\n"
+    assert (emptied in asked) == (not had_previous and fail == "read-back"), asked
+    assert asked.count(f"nft -f {dest}") == (2 if had_previous else 1)
+    assert (dest.read_text() if dest.exists() else None) == (previous if had_previous else None)
+    assert sorted(path.name for path in tmp_path.glob("blocklist.nft*")) == (
+        ["blocklist.nft"] if had_previous else []
+    )

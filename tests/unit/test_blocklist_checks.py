@@ -20,7 +20,7 @@ from support.templates import render
 
 # What ipaddress calls each special network; the table must agree with it at both ends.
 PREDICATES = {
-    "0.0.0.0/32": "is_unspecified",
+    "0.0.0.0/8": "is_private",  # "this network" (RFC 6890); never a mail client's address
     "127.0.0.0/8": "is_loopback",
     "169.254.0.0/16": "is_link_local",
     "224.0.0.0/4": "is_multicast",
@@ -49,6 +49,8 @@ def test_special_networks_are_what_ipaddress_says_they_are(text: str) -> None:
     [
         "0.0.0.0",
         "0.0.0.0/16",  # holds the unspecified address
+        "0.0.0.1",
+        "0.255.255.255",
         "127.0.0.1",
         "127.255.0.0/16",
         "169.254.10.0/24",
@@ -74,7 +76,7 @@ def test_an_entry_touching_a_special_network_is_refused(entry: str) -> None:
 @pytest.mark.parametrize(
     "entry",
     [
-        "0.0.0.1",
+        "1.0.0.0",
         "1.0.0.0/16",
         "126.255.255.255",
         "128.0.0.0/16",
