@@ -6,9 +6,14 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +120,73 @@ def test_real_run_writes_and_second_run_changes_nothing(tmp_path: Path) -> None:
     )
     assert oct(dest.stat().st_mode & 0o777) == "0o644"
     assert (second.rc, second.changed, second.failed) == (0, 0, 0), second.output
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass
+
+
+@pytest.fixture
+def web() -> Iterator[Any]:
+    """A web server on 127.0.0.1 serving a directory the test chooses, stopped afterwards."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def serve(directory: Path) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=directory))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/blocklist.txt"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def socket_bound() -> Iterator[int]:
+    """A loopback port that is bound but not listening: connections to it are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_feed_url_serving_the_file_just_written_passes(tmp_path: Path, web: Any) -> None:
+    dest = tmp_path / "feed" / "blocklist.txt"
+    dest.parent.mkdir()
+    variables = {**plaintext(dest, FIRST), "push_blocklist_feed_url": web(dest.parent)}
+
+    first = play(tmp_path, variables)
+    second = play(tmp_path, {**variables, **plaintext(dest, SECOND)})
+
+    assert (first.rc, first.failed) == (0, 0), first.output
+    assert (second.rc, second.failed) == (0, 0), second.output
+    assert "203.0.113.9" in dest.read_text()
+
+
+def test_feed_url_serving_a_stale_copy_fails_and_says_so(tmp_path: Path, web: Any) -> None:
+    dest = tmp_path / "feed" / "blocklist.txt"
+    dest.parent.mkdir()
+    stale = tmp_path / "docroot"
+    stale.mkdir()
+    (stale / "blocklist.txt").write_text("# smtpguard block list: 1 entries\n192.0.2.10\n")
+
+    run = play(tmp_path, {**plaintext(dest, FIRST), "push_blocklist_feed_url": web(stale)})
+
+    assert (run.rc, run.failed) != (0, 0), run.output
+    assert "does not serve the feed just written" in run.output, run.output
+    assert "devices polling it get an old block list" in run.output
+
+
+def test_feed_url_that_does_not_answer_fails_naming_it(tmp_path: Path) -> None:
+    dest = tmp_path / "blocklist.txt"
+    with socket_bound() as port:
+        url = f"http://127.0.0.1:{port}/blocklist.txt"
+        run = play(tmp_path, {**plaintext(dest, FIRST), "push_blocklist_feed_url": url})
+
+    assert run.failed == 1, run.output
+    assert url in run.output
 
 
 def test_check_mode_with_diff_writes_nothing_and_lists_the_changes(tmp_path: Path) -> None:
