@@ -24,6 +24,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._logfiles impo
     open_log,
     open_log_from,
     tail_lines,
+    without_bom,
 )
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._measures import (
     MeasureError,
@@ -163,6 +164,7 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
                               engine=engine)  # fmt: skip
 
     reached: dict[str, tuple[int, float | None]] = {}
+    unmatched: list[dict] = []
     after_now = stats.after_now
     for reading in readings:
         if not reading.pending:
@@ -175,10 +177,12 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
         parsed_before, lines_before = stats.parsed, stats.lines
         outcome = _read_file(reading, formats[log.path], keep_position=state is not None,
                              engine=engine, stamp_of=stamp_of, warn=warn)  # fmt: skip
+        for reason, count in engine.skip_reasons.items():
+            warn(f"skipped {count} lines of {log.path!r}: {reason}")
+        engine.skip_reasons.clear()
         if stats.lines > lines_before and stats.parsed == parsed_before:
-            warn(f"none of the {stats.lines - lines_before} lines read from {log.path!r} is an "
-                 f"SMTP session event of a {formats[log.path]} log; unless the gateway was "
-                 "idle, check the format")  # fmt: skip
+            unmatched.append(_unmatched(log.path, formats[log.path], stats.lines - lines_before,
+                                        requested=settings.format, warn=warn))  # fmt: skip
         if outcome is not None:
             reached[log.path] = outcome
             continue
@@ -191,6 +195,7 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
         if state is not None:
             state["unfinished"] = log.path
 
+    _check_format(settings.format, unmatched, families)
     if state is not None:
         _keep_state(settings, state, readings, fmt, reached=reached,
                     counted_all=stats.after_now == after_now, engine=engine,
@@ -251,6 +256,7 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
             "matching_sources": len(matches),
             "files": [log.path for family in families for log in family.files],
             "format": fmt,
+            "unmatched_files": unmatched,
             "window_start": format_epoch(window_start, zone=zone),
             "window_end": format_epoch(now, zone=zone),
             "window_seconds": window,
@@ -262,6 +268,9 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
         result["state"] = {key: state[key] for key in ("path", "resumed", "full_read", "written")}
     if stats.skipped:
         warn(f"skipped {stats.skipped} of {stats.lines} log lines that could not be parsed")
+    if stats.bad_fields:
+        warn(f"left out {stats.bad_fields} values out of range or unreadable (a risk outside "
+             "0 to 100, a session length no session has); their lines were read without them")
     if settings.report_path:
         _write_report(settings.report_path, result, book, risks, rules)
     return result
@@ -370,6 +379,43 @@ def _check_coverage(stats, families: list[LogFamily], state: dict | None, fmt: s
             )
 
 
+def _unmatched(path: str, fmt: str, lines: int, *, requested: str,
+               warn: Callable[[str], None]) -> dict:  # fmt: skip
+    """A file read in format `fmt` of which no line was a session event: what it looks like,
+    said in a warning and kept for the result."""
+    head = _head(path)
+    looks = _formats.detect(head)
+    other = looks if looks not in (None, fmt) and not _formats.load(fmt).looks_like(head) else None
+    said = f"none of the {lines} lines read from {path!r} is an SMTP session event of a {fmt} log"
+    if other is not None and requested == "auto":
+        warn(f"{said}, and the file looks like a {other} log although its rotated family was "
+             f"recognised as {fmt}: give the logs of each format their own file names")  # fmt: skip
+    elif other is not None:
+        warn(f"{said}, and the file looks like a {other} log: set format to {other}, or to auto")
+    else:
+        warn(f"{said}; unless the gateway was idle, check the format")
+    return {"path": path, "format": fmt, "lines": lines, "looks_like": other}
+
+
+def _check_format(requested: str, unmatched: list[dict], families: list[LogFamily]) -> None:
+    """Fail when a format given explicitly fits none of the files read, each of which looks
+    like another format: an analysis of nothing would look like an all-clear."""
+    if requested == "auto" or not unmatched or any(not file["looks_like"] for file in unmatched):
+        return
+    unread = {file["path"] for file in unmatched}
+    if any(log.path not in unread and log.size for family in families for log in family.files):
+        return  # another file was read in that format
+    looks = sorted({file["looks_like"] for file in unmatched})
+    raise AnalysisError(
+        f"none of the {sum(file['lines'] for file in unmatched)} lines of "
+        + ", ".join(repr(file["path"]) for file in unmatched)
+        + f" is an SMTP session event of a {requested} log, and they look like a "
+        + " or ".join(looks)
+        + f" log: set format to {looks[0] if len(looks) == 1 else 'auto'}"
+        + (", or to auto" if len(looks) == 1 else "")
+    )
+
+
 def _span(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
@@ -419,7 +465,7 @@ def _head(path: str) -> list[bytes]:
     head: list[bytes] = []
     try:
         with open_log(path) as handle:
-            for line in handle:
+            for line in without_bom(handle):
                 head.append(line)
                 if len(head) >= 200:
                     break
@@ -473,11 +519,12 @@ def _read_file(reading: _checkpoint.Reading, fmt: str, *, keep_position: bool, e
     try:
         if not keep_position:
             with open_log(path) as handle:
-                first = read(handle, engine=engine, stamp_of=stamp_of, first=first)
+                first = read(without_bom(handle), engine=engine, stamp_of=stamp_of, first=first)
             return 0, first
         handle, position = open_log_from(path, start=reading.start)
         with handle:
-            first = read(handle, engine=engine, stamp_of=stamp_of, first=first)
+            lines = without_bom(handle) if reading.start == 0 else handle
+            first = read(lines, engine=engine, stamp_of=stamp_of, first=first)
             return position.offset(), first
     except (OSError, EOFError) as exc:
         # A truncated .gz keeps what was read before the damage.

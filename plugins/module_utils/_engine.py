@@ -40,13 +40,19 @@ NOTES = (
 
 
 class Stats:
-    """Line counters of one analysis; `as_dict` is what flood_analyze reports."""
+    """Line counters of one analysis; `as_dict` is what flood_analyze reports.
 
-    __slots__ = ("lines", "parsed", "ignored", "skipped", "after_now", "bad_addresses")
+    `bad_fields` counts values of a field the reader knows that are out of range or
+    unreadable (a JSON risk of 250, an Exim `D=` no session can last): the value is left out
+    and the rest of its line is read.
+    """
+
+    __slots__ = ("lines", "parsed", "ignored", "skipped", "after_now", "bad_addresses",
+                 "bad_fields")  # fmt: skip
 
     def __init__(self) -> None:
         self.lines = self.parsed = self.ignored = self.skipped = 0
-        self.after_now = self.bad_addresses = 0
+        self.after_now = self.bad_addresses = self.bad_fields = 0
 
     def as_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -65,7 +71,10 @@ class Engine:
     - `server_replies`: the same per internal server, for what the servers answered the gateway;
     - `notes`: per source, counts of the events in NOTES;
     - `format_state`: what a format carries from one file or run to the next (an Exchange
-      log's `#Fields:` header, say); JSON-serialisable.
+      log's `#Fields:` header, say); JSON-serialisable;
+    - `skip_reasons`: why lines of the file being read were skipped, when a reader knows a
+      reason the operator can act on, with how many lines; the analysis reports them per
+      file and empties it.
     """
 
     def __init__(self, book: SessionBook, *, servers: SessionBook | None = None,
@@ -85,6 +94,7 @@ class Engine:
         self.server_replies: dict[str, dict[str, int]] = {}
         self.notes: dict[str, dict[str, int]] = {}
         self.format_state: dict = {}
+        self.skip_reasons: dict[str, int] = {}
 
     def source(self, raw: bytes) -> str | None:
         """The canonical text of the address `raw` as a log wrote it, or None for `unknown`
@@ -122,6 +132,10 @@ class Engine:
         """An internal server answered the gateway with `code`; temporary failures count."""
         if server is not None and 400 <= code < 500:
             _count_reply(self.server_replies, server, code)
+
+    def skip_because(self, reason: str) -> None:
+        """One line skipped for `reason` (said so that an operator knows what to change)."""
+        self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
 
     def note(self, source: str | None, what: str) -> None:
         if source is None:

@@ -8,12 +8,14 @@ Two line prefixes, both read:
   RFC 3339 stamp when a relay rewrote the header. `message repeated N times` folds are expanded.
 
 A client session is an injection connection (ICID): it opens with `New SMTP ICID N interface
-<name> (<ip>) address <client>` and ends with `ICID N close`; `ICID N lost` marks where it
-ended if no close comes. Sessions are keyed `b"<host> <icid>"`. The host access table's
-policy line (`ICID N ACCEPT SG ... SBRS 3.5`) gives the SenderBase reputation score: SBRS
-from -10.0 (a spammer) to 10.0 is the log's risk, (10 - SBRS) x 5 percent; `None` (no score),
-`rfc1918` (an internal sender) and `not enabled` give none. REJECT (also `Delayed HAT
-REJECT`) and TCPREFUSE policies are noted as `rejected`; TCPREFUSE also ends the session.
+<name> (<ip>) address <client>` and ends with `ICID N close`, or at `ICID N lost` (the
+connection broke off; the close that usually follows ends nothing more). Sessions are keyed
+`b"<host> <icid>"`. The host access table's policy line (`ICID N ACCEPT SG ... SBRS 3.5`)
+gives the SenderBase reputation score: SBRS from -10.0 (a spammer) to 10.0 is the log's
+risk, (10 - SBRS) x 5 percent; `None` (no score), `rfc1918` (an internal sender) and `not
+enabled` give none, and any other score (out of range, unreadable) is counted in
+`stats.bad_fields` and gives none. REJECT (also `Delayed HAT REJECT`) and TCPREFUSE policies
+are noted as `rejected`; TCPREFUSE also ends the session.
 
 A delivery connection (DCID) is the gateway's own session to a mail server: `New SMTP DCID D
 interface <ip> address <server> port 25` to `DCID D close`, keyed `b"<host> dcid<D>"` in
@@ -93,11 +95,14 @@ _SERVER_REPLY = re.compile(rb" - [0-9]\.[0-9]{1,3}\.[0-9]{1,3} - [^(]*\('([0-9]{
 # Where a SessionBook keeps the source in an open session's record.
 _SESSION_SOURCE = 1
 
-# Sessions that a TCPREFUSE policy ended, in Engine.format_state (keys as latin-1 text), so
-# that a close that may still come for them is not read as a session of its own; the oldest
-# are forgotten beyond MAX_REFUSED.
-REFUSED = "cisco_esa_refused"
-MAX_REFUSED = 10_000
+# Sessions that ended before their close (a TCPREFUSE policy, a lost connection), in
+# Engine.format_state (keys as latin-1 text), so that a close that may still come for them is
+# not read as a session of its own; the oldest are forgotten beyond MAX_ENDED. The state's
+# name is the one it had when only TCPREFUSE ended sessions early.
+ENDED = "cisco_esa_refused"
+MAX_ENDED = 10_000
+# SBRS values that say "no score" rather than a bad one.
+_NO_SCORE = frozenset((b"None", b"none", b"rfc1918", b"not"))
 
 
 # Messages that only an ESA mail log starts with.
@@ -234,9 +239,9 @@ def _new_icid(engine: Engine, host: bytes, rest: bytes, when: float) -> int:
     if raw is None:
         return SKIPPED
     key = host + b" " + icid
-    refused = engine.format_state.get(REFUSED)
-    if refused:
-        refused.pop(key.decode("latin-1"), None)  # the ICID counts again from here
+    ended = engine.format_state.get(ENDED)
+    if ended:
+        ended.pop(key.decode("latin-1"), None)  # the ICID counts again from here
     engine.book.connect(key, when, engine.source(raw))
     return PARSED
 
@@ -271,13 +276,14 @@ def _icid(engine: Engine, host: bytes, rest: bytes, when: float) -> int:
     book = engine.book
     key = host + b" " + icid
     if what == b"close":
-        refused = engine.format_state.get(REFUSED)
-        if refused and refused.pop(key.decode("latin-1"), None) is not None:
-            return PARSED  # the policy line already ended it
+        ended = engine.format_state.get(ENDED)
+        if ended and ended.pop(key.decode("latin-1"), None) is not None:
+            return PARSED  # a policy line or a lost connection already ended it
         book.disconnect(key, when, None)
         return PARSED
     if what == b"lost":
-        book.evidence(key, when, ending=True)
+        if key in book.open_sessions:
+            _end_early(engine, key, when)
         return PARSED
 
     action = what.partition(b" ")[0]
@@ -287,10 +293,12 @@ def _icid(engine: Engine, host: bytes, rest: bytes, when: float) -> int:
         risk = sbrs_risk(score) if score is not None else None
         if risk is not None:
             engine.risk(source, risk)
+        elif score is not None and score not in _NO_SCORE:
+            engine.stats.bad_fields += 1
         if action in _REFUSING:
             engine.note(source, "rejected")
         if action == b"TCPREFUSE" and key in book.open_sessions:
-            _refuse(engine, key, when)
+            _end_early(engine, key, when)
         else:
             book.evidence(key, when)
         return PARSED
@@ -311,13 +319,14 @@ def _icid(engine: Engine, host: bytes, rest: bytes, when: float) -> int:
     return IGNORED
 
 
-def _refuse(engine: Engine, key: bytes, when: float) -> None:
-    """End the session `key` that a TCPREFUSE policy refused, whether or not a close follows."""
+def _end_early(engine: Engine, key: bytes, when: float) -> None:
+    """End the session `key` here (TCPREFUSE refused it, or it was lost), whether or not a
+    close follows."""
     engine.book.disconnect(key, when, None)
-    refused = engine.format_state.setdefault(REFUSED, {})
-    refused[key.decode("latin-1")] = when
-    if len(refused) > MAX_REFUSED:
-        del refused[next(iter(refused))]
+    ended = engine.format_state.setdefault(ENDED, {})
+    ended[key.decode("latin-1")] = when
+    if len(ended) > MAX_ENDED:
+        del ended[next(iter(ended))]
 
 
 def _sbrs_field(what: bytes) -> bytes | None:

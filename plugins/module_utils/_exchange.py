@@ -144,7 +144,8 @@ class _Layout:
         self.log_type = state.get("log_type", RECEIVE)
         index = {name: position for position, name in enumerate(self.fields)}
         self.count = len(self.fields)
-        self.usable = all(name in index for name in REQUIRED)
+        self.missing = tuple(name for name in REQUIRED if name not in index)
+        self.usable = not self.missing
         self.time = index.get("date-time", 0)
         self.session = index.get("session-id", 0)
         self.remote = index.get("remote-endpoint", 0)
@@ -176,7 +177,11 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
                 headed = headed or line.startswith((b"#Log-type: ", b"#Fields: "))
                 ignored += 1
                 continue
-            fields = split_record(line, layout.count) if layout.usable else None
+            if not layout.usable:
+                skipped += 1
+                engine.skip_because(_unusable(layout))
+                continue
+            fields = split_record(line, layout.count)
             log_type = layout.log_type if headed else _log_type_of(fields, layout)
             if fields is None or log_type == OTHER:
                 skipped += 1
@@ -250,6 +255,13 @@ def _header(line: bytes, layout: _Layout, state: dict) -> _Layout:
     else:
         return layout
     return _Layout(state)
+
+
+def _unusable(layout: _Layout) -> str:
+    return (
+        f"its #Fields: header has no {', '.join(layout.missing)}, and every line needs "
+        f"{', '.join(REQUIRED)}; set the protocol log back to Exchange's default fields"
+    )
 
 
 def _log_type_of(fields: list[bytes] | None, layout: _Layout) -> str:

@@ -17,8 +17,22 @@ any release, pair the same way. Without `+incoming_port`, several sessions of on
 paired oldest first.
 
 Durations. An end line's `D=` (`2m42s`, `0.125s` with `+millisec`) is the session's length:
-an end whose start was not read began at end - D. Only the first bracketed address outside the
-HELO's parentheses ever becomes a source, never text a client sent.
+an end whose start was not read began at end - D. Exim writes `D=` last, after the client; a
+`D=` before the client's address (in a HELO name) or inside `<...>` or `"..."` is text a client
+sent and is never read, and one that no session can last (more than MAX_DURATION, or
+unreadable) is counted in `stats.bad_fields` and left out.
+
+Where the client is. Each shape starts the message (after a message id for the ACL lines of
+a message), and Exim writes the client right there: after the shape's own words (`SMTP
+connection from `, `... H=`) or, on a line that rejects an ACL, after the leading `H=`. Only the
+first bracketed address outside the HELO's parentheses becomes a source. A synchronization
+error quotes the command the client sent before `H=`: the client is taken from the one `" H=`
+after which Exim's own fields follow, and a line where a quoted command imitates that is
+skipped rather than read. Text a client sent never decides a line's shape or its source.
+
+Lines shipped twice. A start line read again for a connection still open (with
+`+incoming_port`) and an end line read again count once, as the Postfix reader does; without
+the port two starts of one address in one second are two sessions.
 
 Internal servers. A delivery `=> ... T=... H=server [10.0.0.5] ... DT=1s` (`+deliver_time`)
 is one gateway-to-server session of DT seconds in `Engine.servers`; a deferral `== ... defer
@@ -32,6 +46,7 @@ import re
 from typing import Callable, Iterable
 
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._engine import Engine
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions import RECENT_KEYS
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._syslog import (
     expand_repeats,
     split_syslog,
@@ -43,25 +58,49 @@ START, END, REFUSED, REPLY, DELIVERY, DEFERRAL = (
     "start", "end", "refused", "reply", "delivery", "deferral"
 )  # fmt: skip
 
-# (substring, kind, note): the first that a message contains decides. Ends name the client
-# after "from " or "H="; the note is counted for the client (see Engine.NOTES).
-SHAPES: tuple[tuple[bytes, str, str | None], ...] = (
-    (b"(TCP/IP connection count = ", START, None),
-    (b"SMTP protocol synchronization error", END, "rejected"),
-    (b"SMTP command timeout on ", END, "command_time_limit"),
-    (b"SMTP data timeout ", END, "command_time_limit"),
-    (b"no MAIL in ", END, None),
-    (b" dropped: too many ", END, "rejected"),
-    (b"unexpected disconnection while reading SMTP command from ", END, None),
-    (b"rejected connection in ", END, "rejected"),
-    (b"refused connection from ", END, "rejected"),
-    (b"SMTP connection from ", END, None),  # closed by QUIT, lost, ... (after START above)
-    (b" refused: too many connections", REFUSED, "connection_limit"),
-    (b" refused: load average", REFUSED, None),
-    (b" temporarily rejected ", REPLY, None),
-    (b" defer (", DEFERRAL, None),
-    (b"=> ", DELIVERY, None),
-)
+# An end line's D= beyond this is no session's length: Exim drops an idle client within
+# minutes (smtp_receive_timeout) and a busy one after its message limits; a week is generous.
+MAX_DURATION = 7 * 86400.0
+
+# Where a shape has Exim write the client: right after the shape's own words, or in the H=
+# that follows the command a client sent (quoted) on a synchronization error.
+AFTER_WORDS, AFTER_COMMAND = "after_words", "after_command"
+
+# (words the message starts with, words Exim writes after the client, kind, note, where the
+# client is, whether the line carries the session's D=): the first whose words a message has
+# decides. A note is counted for the client (see Engine.NOTES).
+SHAPES: tuple[tuple[bytes, bytes, str, str | None, str, bool], ...] = (
+    (b"SMTP connection from ", b" (TCP/IP connection count = ", START, None, AFTER_WORDS,
+     False),
+    (b"SMTP connection from ", b" closed ", END, None, AFTER_WORDS, True),
+    (b"SMTP connection from ", b" lost", END, None, AFTER_WORDS, True),
+    (b"SMTP protocol synchronization error (input sent without waiting for greeting): "
+     b"rejected connection from H=", b"", END, "rejected", AFTER_WORDS, False),
+    (b"SMTP protocol synchronization error (next input sent too soon: pipelining was",
+     b"", END, "rejected", AFTER_COMMAND, False),
+    (b"SMTP command timeout on connection from ", b"", END, "command_time_limit",
+     AFTER_WORDS, True),
+    (b"SMTP command timeout on TLS connection from ", b"", END, "command_time_limit",
+     AFTER_WORDS, True),
+    (b"SMTP data timeout (message abandoned) on connection from ", b"", END,
+     "command_time_limit", AFTER_WORDS, True),
+    (b"no MAIL in SMTP connection from ", b"", END, None, AFTER_WORDS, True),
+    (b"no MAIL in TFO SMTP connection from ", b"", END, None, AFTER_WORDS, True),
+    (b"no MAIL in TFO* SMTP connection from ", b"", END, None, AFTER_WORDS, True),
+    (b"unexpected disconnection while reading SMTP command from TFO* ", b"", END, None,
+     AFTER_WORDS, True),
+    (b"unexpected disconnection while reading SMTP command from TFO ", b"", END, None,
+     AFTER_WORDS, True),
+    (b"unexpected disconnection while reading SMTP command from ", b"", END, None,
+     AFTER_WORDS, True),
+    (b"SMTP call from ", b" dropped: too many ", END, "rejected", AFTER_WORDS, False),
+    (b"refused connection from ", b"", END, "rejected", AFTER_WORDS, False),
+    (b"H=", b" rejected connection in ", END, "rejected", AFTER_WORDS, False),
+    (b"Connection from ", b" refused: too many connections", REFUSED, "connection_limit",
+     AFTER_WORDS, False),
+    (b"Connection from ", b" refused: load average", REFUSED, None, AFTER_WORDS, False),
+    (b"H=", b" temporarily rejected ", REPLY, None, AFTER_WORDS, False),
+)  # fmt: skip
 # A line of interest contains one of these; every other line is counted unsplit.
 _MARKS = (b"SMTP ", b"connection", b"no MAIL", b"refused", b"rejected", b"defer", b"=> ")
 
@@ -70,11 +109,17 @@ _HEAD = re.compile(
     rb"([0-9]{4}-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,6})?)"
     rb"(?: ([+-][0-9]{4}))?(?: \[([0-9]+)\])? "
 )
+# A message id before the message proper: "1a2B3c-000Def-Gh" (before Exim 4.97) or
+# "1v0000-000000000AB-abcd".
+_MESSAGE_ID = re.compile(rb"[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4} ")
 # "1h2m3s", "2m42s", "0.125s", "3d" (Exim's readconf_printtime, with fractions of +millisec)
 _DURATION = re.compile(
     rb"(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+(?:\.[0-9]+)?)s)?"
 )
 _UNITS = (604800.0, 86400.0, 3600.0, 60.0, 1.0)
+# What Exim writes after the H= of a synchronization error: " I=[...]:port" (optional), then
+# " U=ident" or " next input=".
+_AFTER_SYNC_HOST = re.compile(rb'(?: I=\[[^\]"]*\]:[0-9]+)?(?: U=| next input=")')
 # The code of a temporary failure in a server's answer ("...: 421 4.3.2 busy")
 _SERVER_CODE = re.compile(rb": (4[0-9][0-9])[ -]")
 # Exim's answer to a refused connection (daemon.c) and to an ACL's defer.
@@ -127,18 +172,26 @@ def split_line(line: bytes) -> tuple[bytes, bytes, bytes, bytes, bool] | None:
 
 
 def parse_duration(text: bytes) -> float | None:
-    """Seconds of an Exim duration such as b"2m42s", or None."""
+    """Seconds of an Exim duration such as b"2m42s", or None for text that is none or for a
+    length no session has (more than MAX_DURATION)."""
     match = _DURATION.fullmatch(text)
     if match is None or not text:
         return None
     pairs = zip(match.groups(), _UNITS, strict=True)
-    return sum(float(value) * unit for value, unit in pairs if value)
+    seconds = sum(float(value) * unit for value, unit in pairs if value)
+    return seconds if seconds <= MAX_DURATION else None  # inf fails the comparison too
 
 
 def peer(message: bytes, start: int = 0) -> tuple[bytes, bytes] | None:
     """(address, port) of the client that Exim names from `start` on: the first `[address]`
     that stands after a space or at `start` outside the parentheses of a HELO. The port is b""
     when Exim did not log it."""
+    found = _peer(message, start)
+    return None if found is None else found[:2]
+
+
+def _peer(message: bytes, start: int) -> tuple[bytes, bytes, int] | None:
+    """peer(), and where the client's `[address]:port` ends."""
     depth = 0
     position = start
     end = len(message)
@@ -153,13 +206,12 @@ def peer(message: bytes, start: int = 0) -> tuple[bytes, bytes] | None:
             if close < 0:
                 return None
             address = message[position + 1 : close]
-            port = b""
-            if message[close + 1 : close + 2] == b":":
-                stop = close + 2
+            stop = close + 1
+            if message[stop : stop + 1] == b":":
+                stop += 1
                 while stop < end and 48 <= message[stop] <= 57:
                     stop += 1
-                port = message[close + 2 : stop]
-            return address, port
+            return address, message[close + 2 : stop], stop
         position += 1
     return None
 
@@ -232,18 +284,26 @@ def _event(message: bytes, *, host: bytes, when: float, engine: Engine,
            pairing: _Pairing) -> bool | None:  # fmt: skip
     """Feed one message; True when it was an event, False when of no interest, None when it
     had the shape of an event but no readable client."""
-    shape = next((shape for shape in SHAPES if shape[0] in message), None)
-    if shape is None:
-        return False
-    mark, kind, note = shape
-    at = message.find(mark)
+    message_id = _MESSAGE_ID.match(message)
+    if message_id is not None:
+        rest = message[message_id.end() :]
+        if rest[:3] in (b"=> ", b"== "):
+            kind = DELIVERY if rest[:3] == b"=> " else DEFERRAL
+            if kind == DEFERRAL and b" defer (" not in rest:
+                return False
+            return _server_event(rest, kind=kind, message_id=message[: message_id.end() - 1],
+                                 host=host, when=when, engine=engine)  # fmt: skip
+        if not rest.startswith(b"H="):
+            return False
+        message = rest  # an ACL's verdict on a message, such as a 4xx after DATA
 
-    if kind in (DELIVERY, DEFERRAL):
-        return _server_event(message, kind=kind, host=host, when=when, engine=engine)
-    named = _client(message, kind=kind, mark=mark, at=at)
-    if named is None:
-        return None
-    address, port = named
+    shape, named = _shape(message)
+    if shape is None:
+        # Its words without a client, or "SMTP connection from ..." that neither starts nor
+        # ends: a line cut short.
+        return None if named or message.startswith(b"SMTP connection from ") else False
+    address, port, end = named
+    _words, _after, kind, note, _where, timed = shape
     source = engine.source(address)
     if source is None and address != b"unknown":
         return None
@@ -256,25 +316,26 @@ def _event(message: bytes, *, host: bytes, when: float, engine: Engine,
         engine.reply(source, REFUSED_CODE)
         engine.note(source, "rejected")
         return True
-    if (
-        mark == b"SMTP connection from "
-        and b" closed by " not in message
-        and (b" lost" not in message)
-    ):
-        return None  # neither a start nor an end: a line cut short
-    if b"without waiting for greeting" in message:
+    if b"without waiting for greeting" in message[: len(shape[0])]:
         engine.note(source, "pregreet")
+    if _sync_error_goes_on(message, shape):
+        return True
 
     base = host + b" [" + address + b"]:" + port
     book = engine.book
     if kind == START:
+        keys = pairing.keys.get(base)
+        if port and keys and book.repeated_start(keys[-1], when):
+            return True  # the same start line again (a log shipped twice)
         book.connect(pairing.open(base), when, source)
         return True
-    if b"temporarily rejected" in message:
+    if b" temporarily rejected " in message[end:]:
         engine.reply(source, DEFER_CODE)
-    duration = _duration(message)
+    duration = _duration(message, end, engine=engine) if timed else None
     key = pairing.close(base)
     if key is None:
+        if any(book.repeated_end(name, when) for name in pairing.ended(base)):
+            return True  # the same end line again (a log shipped twice)
         key = base
         if duration is not None:  # its start was not read: D= says when it was
             book.connect(key, when - duration, source)
@@ -282,53 +343,110 @@ def _event(message: bytes, *, host: bytes, when: float, engine: Engine,
     return True
 
 
-def _client(message: bytes, *, kind: str, mark: bytes, at: int) -> tuple[bytes, bytes] | None:
-    """The client a connection line names: after the "H=" that begins a reject line, else
-    after the first "from " (and its "H=") that follows the shape's own text. Both places
-    lie before anything the client sent."""
-    if message.startswith(b"H="):
-        return peer(message, 2)
-    start = message.find(b"from ", 0 if kind in (START, REFUSED) or mark[:1] == b" " else at)
-    if start < 0 or (kind == END and mark == b" dropped: too many " and start > at):
+def _shape(message: bytes) -> tuple[tuple, tuple[bytes, bytes, int]] | tuple[None, bool]:
+    """The shape of a message and its client's (address, port, where it ends); or None and
+    whether the words of a shape that names no other client began it without a readable
+    client (a line cut short, or quoted text that imitates Exim's)."""
+    unread = False
+    for shape in SHAPES:
+        words, after, _kind, _note, where, _timed = shape
+        if not message.startswith(words):
+            continue
+        found = _peer(message, len(words)) if where == AFTER_WORDS else _sync_client(message)
+        if found is None:
+            unread = unread or not after
+            continue
+        if after and message.find(after, found[2]) < 0:
+            continue
+        return shape, found
+    return None, unread
+
+
+def _sync_client(message: bytes) -> tuple[bytes, bytes, int] | None:
+    """The client of `... rejected "<command>" H=<client> [I=...] [U=...] next input="..."`:
+    the H= after a closing quote that Exim's own fields follow. The command is the client's
+    text (quoted raw before Exim 4.98, escaped since): a line where it imitates that H= too is
+    ambiguous, and no client is read from it."""
+    opened = message.find(b'rejected "')
+    if opened < 0:
         return None
-    start += 5
-    if message.startswith(b"H=", start):
-        start += 2
-    return peer(message, start)
+    found = None
+    at = message.find(b'" H=', opened + 10)
+    while at >= 0:
+        candidate = _peer(message, at + 4)
+        if candidate is not None and _AFTER_SYNC_HOST.match(message, candidate[2]):
+            if found is not None:
+                return None
+            found = candidate
+        at = message.find(b'" H=', at + 4)
+    return found
 
 
-def _duration(message: bytes) -> float | None:
-    at = message.rfind(b" D=")
+def _sync_error_goes_on(message: bytes, shape: tuple) -> bool:
+    """Whether a synchronization error leaves the session open: one in a BDAT chunk, after
+    which Exim waits for RSET instead of dropping the connection."""
+    if shape[4] != AFTER_COMMAND:
+        return False
+    opened = message.find(b'rejected "')
+    return message[opened + 10 : opened + 15].upper() == b"BDAT "
+
+
+def _duration(message: bytes, after: int, *, engine: Engine) -> float | None:
+    """The session length of Exim's own D= on an end line: the last one after the client's
+    address (`after`), not inside `<...>` or `"..."`. None without one; a value no session
+    has is counted in stats.bad_fields and left out."""
+    at = message.rfind(b" D=", after)
     if at < 0:
         return None
+    between = message[after:at]
+    if between.count(b"<") > between.count(b">") or between.count(b'"') % 2:
+        return None  # inside a sender address or quoted text: a client's, not Exim's
     end = message.find(b" ", at + 3)
-    return parse_duration(message[at + 3 : end if end >= 0 else len(message)])
+    duration = parse_duration(message[at + 3 : end if end >= 0 else len(message)])
+    if duration is None:
+        engine.stats.bad_fields += 1
+    return duration
 
 
-def _server_event(message: bytes, *, kind: str, host: bytes, when: float,
+def _outside_quotes(message: bytes, text: bytes, start: int = 0) -> int:
+    """Where `text` first stands in `message` from `start` on outside "..." (an address a
+    client chose, a server's quoted answer), or -1."""
+    at = message.find(text, start)
+    while at >= 0:
+        before = message[:at]
+        if (before.count(b'"') - before.count(b'\\"')) % 2 == 0:
+            return at
+        at = message.find(text, at + 1)
+    return -1
+
+
+def _server_event(message: bytes, *, kind: str, message_id: bytes, host: bytes, when: float,
                   engine: Engine) -> bool | None:  # fmt: skip
-    at = message.find(b" H=")
+    """A delivery (`=> addr R=... T=... H=server [10.0.0.5] ... DT=1s`) or a deferral (`==
+    addr ... defer (-46) H=server [10.0.0.5]: ... 421 ...`); `message` starts at the arrow."""
+    at = _outside_quotes(message, b" H=")
     if at < 0:
         return False  # a local delivery
-    named = peer(message, at + 3)
+    named = _peer(message, at + 3)
     if named is None:
         return None
     server = engine.source(named[0])
     if server is None:
         return None
     if kind == DEFERRAL:
-        code = _SERVER_CODE.search(message, at)
+        code = _SERVER_CODE.search(message, named[2])
         if code is not None:
             engine.server_reply(server, int(code.group(1)))
         return True
-    spent = message.rfind(b" DT=")
+    spent = _outside_quotes(message, b" DT=", named[2])
     if spent < 0:
         return True
     end = message.find(b" ", spent + 4)
     duration = parse_duration(message[spent + 4 : end if end >= 0 else len(message)])
     if duration is None:
-        return None
-    key = host + b" => " + message.split(b" ", 1)[0] + b" " + named[0]
+        engine.stats.bad_fields += 1  # no session length to add
+        return True
+    key = host + b" => " + message_id + b" " + named[0]
     engine.servers.connect(key, when - duration, server)
     engine.servers.disconnect(key, when, server)
     return True
@@ -337,7 +455,8 @@ def _server_event(message: bytes, *, kind: str, host: bytes, when: float,
 class _Pairing:
     """Open session keys per client connection (gateway + `[address]:port`). A connection
     seen open twice (no port logged, several sessions of one address) gets keys `#2`, `#3`, ...
-    and the oldest is closed first. Rebuilt from the book, so it goes on across runs."""
+    and the oldest is closed first. Rebuilt from the book, so it goes on across runs; the key
+    each connection closed last is remembered for a while, to know an end line read twice."""
 
     def __init__(self, open_sessions: dict) -> None:
         self.keys: dict[bytes, list[bytes]] = {}
@@ -348,6 +467,7 @@ class _Pairing:
         for key in numbered:
             self.keys.setdefault(key.partition(b"#")[0], []).append(key)
         self.serial = 1 + max((int(key.partition(b"#")[2] or 1) for key in numbered), default=1)
+        self.closed: dict[bytes, bytes] = {}
 
     def open(self, base: bytes) -> bytes:
         keys = self.keys.setdefault(base, [])
@@ -364,4 +484,13 @@ class _Pairing:
         key = keys.pop(0)
         if not keys:
             del self.keys[base]
+        if len(self.closed) >= RECENT_KEYS:
+            self.closed.clear()
+        self.closed[base] = key
         return key
+
+    def ended(self, base: bytes) -> tuple[bytes, ...]:
+        """The keys an end line of `base` with no session open may repeat the end of: the
+        connection's last closed key, and `base` (an end whose start was not read)."""
+        last = self.closed.get(base)
+        return (base,) if last is None or last == base else (last, base)

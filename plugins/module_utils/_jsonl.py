@@ -10,7 +10,8 @@ when no field of that exact name exists; `null` turns a role off):
   (`192.0.2.1:25`, `[2001:db8::1]:25`);
 - session (session, session_id, sid): what the lines of one session share;
 - event (event, action): a value that `jsonl_events` maps to connect, disconnect or ending;
-- risk (risk): the source's risk in percent;
+- risk (risk): the source's risk in percent, 0 to 100; any other value (250, -3, "high") is
+  counted in `stats.bad_fields` and the source's risk stays unknown;
 - destination (server, relay): the internal mail server the gateway passes the session to;
 - reply (reply, code): an SMTP reply (`421`, or text that starts with the code);
 - host (off, as a field `host` often names the client): the gateway that wrote the line.
@@ -322,7 +323,10 @@ class _Feeder:
         kind = mapping.events.get(str(event).lower()) if isinstance(event, (str, int)) else None
         scored = False
 
-        risk = _number(mapping.get(record, "risk"))
+        value = mapping.get(record, "risk")
+        risk = _risk(value) if value is not _MISSING else None
+        if value is not _MISSING and risk is None:
+            engine.stats.bad_fields += 1  # the source's risk stays unknown
         if risk is not None and client is not None:
             engine.risk(client, risk)
             scored = True
@@ -388,12 +392,15 @@ def _host(value) -> bytes:
     return str(value).replace(" ", "_").encode("utf-8", "replace")
 
 
-def _number(value) -> float | None:
+def _risk(value) -> float | None:
+    """A risk in percent, 0 to 100 (a number or its text), or None for anything else."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        return float(value)
-    return None
+        number = float(value)
+    elif isinstance(value, str) and _NUMBER.match(value.strip()):
+        number = float(value)
+    else:
+        return None
+    return number if 0.0 <= number <= 100.0 else None  # nan fails the comparison too
 
 
 def _reply_code(value) -> int:

@@ -10,9 +10,12 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable
+from itertools import chain
+from typing import BinaryIO, Iterable, Iterator
 
 GZIP_MAGIC = b"\x1f\x8b"
+# The UTF-8 byte order mark some editors and Windows shippers put at the start of a file.
+BOM = b"\xef\xbb\xbf"
 # Compressions some rotations use (newsyslog's bzip2, xz, zstd) that the reader refuses.
 _OTHER_COMPRESSION = (
     (b"BZh", "bzip2"),
@@ -151,6 +154,16 @@ def open_log(path: str) -> BinaryIO:
     return handle
 
 
+def without_bom(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a file read from its start, with a byte order mark taken off the first:
+    left there, it would make the first line unreadable in every format."""
+    rest = iter(lines)
+    first = next(rest, None)
+    if first is None:
+        return rest
+    return chain((first[len(BOM) :] if first.startswith(BOM) else first,), rest)
+
+
 class ReadPosition:
     """Where reading a log ended: the offset (in the uncompressed text) just after the last
     line read."""
@@ -255,7 +268,7 @@ def tail_lines(path: str, *, size: int = 65536) -> list[bytes]:
         if isinstance(handle, gzip.GzipFile):
             last: list[bytes] = []
             try:
-                for line in handle:
+                for line in without_bom(handle):
                     last.append(line)
                     if len(last) > 256:
                         del last[:128]
@@ -269,4 +282,6 @@ def tail_lines(path: str, *, size: int = 65536) -> list[bytes]:
     lines = data.split(b"\n")
     if end > size:
         lines = lines[1:]
+    elif lines[0].startswith(BOM):
+        lines[0] = lines[0][len(BOM) :]
     return [line for line in lines if line]

@@ -14,7 +14,17 @@ pid. Sendmail writes no line when a connection opens or closes normally, so:
   message (`from=` accepted it, `to=` delivered it), COMMAND_TIMEOUT seconds after any other
   line (Sendmail's default `Timeout.command`: a client still waited for would have logged its
   timeout by then, which keeps slow posts whole). Until then it counts as open.
-A closing shape with no session open (its only line) is a session of no length.
+A closing shape with no session open (its only line) is a session of no length; the same
+closing line read again (a log shipped twice) counts once, as with the Postfix reader.
+
+Where the client is. Each shape begins the message (after a queue id), and the client is
+what Sendmail writes there: after its own words (`lost input channel from name [addr] ...`),
+before them (`name [addr] did not issue ...`), or in the relay= field of a line of `name=value`
+fields. Sendmail writes one relay= field, at a known place: last on a `from=` line (after the
+msgid a client chose), and among the fields split at ", " outside `<...>` and `"..."` on the
+others (`ruleset=`, `to=`, `AUTH=`), so that a relay= inside an address, a message id or a
+reject text is never read; its address is the value's last `[...]`, after the name the
+client's DNS gave. Text a client sent never decides a line's shape.
 `rejecting commands from ... due to pre-greeting traffic` notes "pregreet" and the session
 goes on; timeouts note "command_time_limit"; `reject=4xx` counts a temporary failure for the
 client. Delivery lines (`to=... relay=server [addr] ... stat=Deferred: 421 ...`) count the
@@ -42,26 +52,33 @@ COMMAND_TIMEOUT = 3600.0
 
 CLOSE, NAMES, DELIVERY = "close", "names", "delivery"
 
-# (substring, kind, note, where the client is named): the first that a message holds decides.
-# A message that begins with "to=" is a delivery (DELIVERY) and names a server instead.
+# (the words a message starts with, kind, note, words the client follows): the first that a
+# message starts with decides. "rejecting commands from" counts only with PREGREET after the
+# client. Lines of name=value fields and "did not issue" lines are read apart (see _shape).
 SHAPES: tuple[tuple[bytes, str, str | None, bytes], ...] = (
-    (b"ruleset=check_relay", CLOSE, "rejected", b"relay="),
-    (b"did not issue MAIL/EXPN/VRFY/ETRN", CLOSE, None, b""),
     (b"lost input channel from ", CLOSE, None, b"lost input channel from "),
     (b"timeout waiting for input from ", CLOSE, "command_time_limit",
      b"timeout waiting for input from "),
     (b"collect: read timeout", CLOSE, "command_time_limit", b"connection from "),
     (b"collect: ", CLOSE, None, b"connection from "),
-    (b"due to pre-greeting traffic", NAMES, "pregreet", b"rejecting commands from "),
-    (b"relay=", NAMES, None, b"relay="),
+    (b"rejecting commands from ", NAMES, "pregreet", b"rejecting commands from "),
     (b"connect from ", NAMES, None, b"connect from "),
 )  # fmt: skip
-_REJECT = re.compile(rb"reject=([45][0-9][0-9])")
-_DEFERRED = re.compile(rb"stat=Deferred: (4[0-9][0-9])")
-# A queue id ("w23NZFZk014956") or "NOQUEUE" before the message proper.
-_QUEUE_ID = re.compile(rb"(?:NOQUEUE|[0-9A-Za-z]{8,20}): ")
+PREGREET = b" due to pre-greeting traffic"
+# "name [addr] did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA": the client first.
+DID_NOT_ISSUE = b" did not issue MAIL/EXPN/VRFY/ETRN during connection to "
+# A line of Sendmail's `name=value, ...` fields: from=, to=, ruleset=, AUTH=, STARTTLS=.
+_FIELDS = re.compile(rb"[A-Za-z_]+=")
+# What splits fields (", "), and what keeps a ", " inside a value: <...>, "...", \\x.
+_FIELD_TOKENS = re.compile(rb'\\.|["<>]|, ')
+_CODE = re.compile(rb"([45][0-9][0-9])")
+_DEFERRED = re.compile(rb"Deferred: (4[0-9][0-9])")
+# A queue id ("w23NZFZk014956", "KAA12345": letters and digits, some digits) or "NOQUEUE"
+# before the message proper; "collect: " is none.
+_QUEUE_ID = re.compile(rb"(?:NOQUEUE|(?=[0-9A-Za-z]{3,20}: )[A-Za-z]*[0-9][0-9A-Za-z]*): ")
 
-__all__ = ["COMMAND_TIMEOUT", "NAME", "SILENT_END", "client", "line_time", "looks_like", "read"]
+__all__ = ["COMMAND_TIMEOUT", "NAME", "SILENT_END", "client", "line_time", "looks_like", "read",
+           "relay_address", "relay_value", "split_fields"]  # fmt: skip
 
 
 def looks_like(lines: list[bytes]) -> bool:
@@ -94,6 +111,55 @@ def client(message: bytes, start: int) -> bytes | None:
     if b"," in between or b"=" in between:
         return None  # the bracket belongs to a later field, not to this client
     return message[left + 1 : right]
+
+
+def split_fields(message: bytes) -> list[bytes]:
+    """The `name=value` fields of a line, split at ", " outside `<...>` and `"..."` (an
+    address or a message id may hold ", ")."""
+    fields = []
+    start = depth = 0
+    quoted = False
+    for token in _FIELD_TOKENS.finditer(message):
+        text = token.group()
+        if text[:1] == b"\\":
+            continue
+        if text == b'"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif text == b"<":
+            depth += 1
+        elif text == b">":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            fields.append(message[start : token.start()])
+            start = token.end()
+    fields.append(message[start:])
+    return fields
+
+
+def relay_value(message: bytes, fields: list[bytes]) -> bytes | None:
+    """The value of the relay= field Sendmail wrote on a line of fields, or None."""
+    if message.startswith(b"from="):
+        # Sendmail ends a from= line with relay= (after the msgid, which a client chose).
+        at = message.rfind(b", relay=")
+        if at < 0:
+            return None
+        end = message.find(b", ", at + 8)
+        return message[at + 8 : end if end >= 0 else len(message)]
+    return next((field[6:] for field in fields if field.startswith(b"relay=")), None)
+
+
+def relay_address(value: bytes) -> bytes | None:
+    """The address of a relay= value, as written: the last `[...]` of `name [addr]`,
+    `[addr]`, `user@name [addr]`, each maybe with ` (may be forged)`; None for none."""
+    if value.endswith(b" (may be forged)"):
+        value = value[:-16]
+    # "name [addr]", "[addr]", "user@name [addr]": the last bracket, after the DNS name.
+    left = value.rfind(b"[")
+    if left < 0 or not value.endswith(b"]") or (left and value[left - 1] != 32):
+        return None
+    return value[left + 1 : -1] or None
 
 
 def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes], float | None],
@@ -171,43 +237,72 @@ def _end_silent(alive: dict[str, list], *, book, until: float) -> None:
         book.disconnect(name.encode("latin-1"), last, source)
 
 
+def _shape(message: bytes) -> tuple[str, str | None, bytes | None, list[bytes]] | None:
+    """(kind, note, client or server address as written, the line's fields) of a message,
+    or None for a line of no shape. The address is None where the shape names none."""
+    if _FIELDS.match(message):
+        if message.startswith(b"STARTTLS=client"):
+            return None  # the gateway's own TLS to a server: it names no client
+        # A from= line has no reject= or stat= to read, and its relay= is found from its end.
+        fields = [] if message.startswith(b"from=") else split_fields(message)
+        value = relay_value(message, fields)
+        if value is None or b"[" not in value:
+            return None  # no relay, or a local one (relay=root@localhost, a local delivery)
+        raw = relay_address(value)
+        if message.startswith(b"to="):  # a delivery: its relay= is the server, not a client
+            return DELIVERY, None, raw, fields
+        if message.startswith(b"ruleset=check_relay,"):
+            return CLOSE, "rejected", raw, fields  # refused at connect
+        return NAMES, None, raw, fields
+    at = message.find(DID_NOT_ISSUE)
+    if at > 0 and b"=" not in message[:at]:
+        return CLOSE, None, client(message, 0), []  # "name [addr] did not issue ..."
+    for words, kind, note, where in SHAPES:
+        if not message.startswith(words):
+            continue
+        if note == "pregreet" and message.find(PREGREET, len(words)) < 0:
+            return None
+        start = message.find(where)
+        return kind, note, client(message, start + len(where)) if start >= 0 else None, []
+    return None
+
+
 def _event(message: bytes, *, key: bytes, when: float, engine: Engine,
            alive: dict[str, list]) -> bool | None:  # fmt: skip
-    if message.startswith(b"to="):  # a delivery: its relay= is the server, not a client
-        shape = (b"to=", DELIVERY, None, b"relay=")
-    else:
-        shape = next((shape for shape in SHAPES if shape[0] in message), None)
+    shape = _shape(message)
     if shape is None:
         _evidence(key, when, engine=engine, alive=alive, settled=message.startswith(b"to="))
         return False
-    _mark, kind, note, where = shape
+    kind, note, raw, fields = shape
 
-    if kind == CLOSE and where == b"":
-        raw = client(message, 0)  # "name [addr] did not issue ..."
-    else:
-        start = message.find(where)
-        raw = client(message, start + len(where)) if start >= 0 else None
-    if raw is None and not (kind == CLOSE and where == b"connection from "):
+    if kind == DELIVERY:
+        server = engine.source(raw) if raw is not None else None
+        if server is None:
+            return None
+        status = next((field[5:] for field in fields if field.startswith(b"stat=")), b"")
+        deferred = _DEFERRED.match(status)
+        if deferred is not None:
+            engine.server_reply(server, int(deferred.group(1)))
+        _evidence(key, when, engine=engine, alive=alive, settled=True)
+        return True
+    if raw is None and not (kind == CLOSE and message.startswith(b"collect: ")):
         return None
     source = engine.source(raw) if raw is not None else None
     if raw is not None and source is None and raw not in (b"unknown", b"IPv6:unknown"):
         return None
 
-    if kind == DELIVERY:
-        deferred = _DEFERRED.search(message)
-        if deferred is not None:
-            engine.server_reply(source, int(deferred.group(1)))
-        _evidence(key, when, engine=engine, alive=alive, settled=True)
-        return True
-    reject = _REJECT.search(message)
-    if reject is not None:
-        engine.reply(source, int(reject.group(1)))
-    if note is not None:
-        engine.note(source, note)
-
     name = key.decode("latin-1")
     book = engine.book
     session = alive.get(name)
+    if kind == CLOSE and session is None and book.repeated_end(key, when):
+        return True  # the same closing line again (a log shipped twice)
+    reject = next((field[7:] for field in fields if field.startswith(b"reject=")), b"")
+    code = _CODE.match(reject)
+    if code is not None:
+        engine.reply(source, int(code.group(1)))
+    if note is not None:
+        engine.note(source, note)
+
     settled = message.startswith(b"from=")
     if raw is not None and (session is None or session[1] != source):
         book.connect(key, when, source)  # a new client of this pid: the old one ended

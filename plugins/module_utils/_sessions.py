@@ -94,11 +94,9 @@ class SessionBook:
                     self.ended[index] = (min(when, end), end, known if known else source)
                     self.counts["start_unknown"] -= 1
                     return
-        previous = self.open_sessions.get(key)
-        if previous is not None and previous[_START] == when and previous[_LAST] == when:
-            # The same start line again (a log shipped twice): nothing happened in between.
-            self.counts["repeated_lines"] += 1
+        if self.repeated_start(key, when):
             return
+        previous = self.open_sessions.get(key)
         if previous is not None:
             # The pid logged a new connect before the old session's disconnect: the old
             # session ended somewhere after the last line we saw from it, but not later.
@@ -106,6 +104,24 @@ class SessionBook:
             end = previous[_TENTATIVE] if previous[_TENTATIVE] is not None else previous[_LAST]
             self._end(previous[_START], end, previous[_SOURCE])
         self.open_sessions[key] = [when, source, when, None]
+
+    def repeated_start(self, key: Hashable, when: float) -> bool:
+        """Whether a start line of `key` at `when` is the open session's own start line read
+        again (a log shipped twice: nothing happened in between); counted in repeated_lines."""
+        session = self.open_sessions.get(key)
+        if session is None or session[_START] != when or session[_LAST] != when:
+            return False
+        self.counts["repeated_lines"] += 1
+        return True
+
+    def repeated_end(self, key: Hashable, when: float) -> bool:
+        """Whether an end line of `key` at `when` is the last end line of `key` read again (a
+        log shipped twice), with no session of `key` open since; counted in repeated_lines.
+        An end whose start was never read counts once, however often its line comes."""
+        if key in self.open_sessions or self._closed.get(key) != when:
+            return False
+        self.counts["repeated_lines"] += 1
+        return True
 
     def session(self, start: float, end: float, source: str | None) -> None:
         """A whole session, read from its end (postscreen keeps it until it ends)."""
@@ -138,12 +154,10 @@ class SessionBook:
             session[_TENTATIVE] = when
 
     def disconnect(self, key: Hashable, when: float, source: str | None) -> None:
+        if self.repeated_end(key, when):
+            return
         session = self.open_sessions.pop(key, None)
         if session is None:
-            if self._closed.get(key) == when:
-                # The same end line again (a log shipped twice).
-                self.counts["repeated_lines"] += 1
-                return
             # Its connect lies before the first line read of this host's log (the start of
             # the file where the host first appeared): it lasted at least from there. Another
             # gateway's log, read before or after, says nothing about it.
@@ -156,8 +170,8 @@ class SessionBook:
                 if len(self._orphans) >= RECENT_KEYS:
                     self._orphans.clear()
                 self._orphans[key] = len(self.ended) - 1
-            return
-        self._end(session[_START], when, session[_SOURCE])
+        else:
+            self._end(session[_START], when, session[_SOURCE])
         closed = self._closed
         if len(closed) >= RECENT_KEYS:
             closed.clear()

@@ -35,6 +35,10 @@ options:
       - Log format. V(auto) recognises it from the first lines of the files, trying
         V(exchange), V(jsonl), V(cisco_esa), V(exim), V(sendmail) and V(postfix) in that order.
       - V(jsonl) is recognised only with its default field names; otherwise give it here.
+      - A format given here that fits none of the files (no line is a session event of it and
+        the files look like another format) fails the task, naming the format they look like;
+        one that fits some files but not another warns and lists that file in
+        RV(stats.unmatched_files).
     type: str
     default: auto
     choices: [auto, postfix, cisco_esa, exim, exchange, sendmail, jsonl]
@@ -252,7 +256,14 @@ notes:
   - A session whose connect lies before the first line read is counted from that first line,
     the least it can have lasted.
   - Lines that cannot be parsed are counted in RV(stats.skipped) and reported as a warning;
-    they never stop the analysis.
+    they never stop the analysis. A value out of range in a field a reader knows (a JSON risk
+    outside 0 to 100, an SBRS outside -10 to 10, an Exim C(D=) longer than a week) is left out
+    and counted in RV(stats.bad_fields). A byte order mark at the start of a file is ignored.
+  - An end line with no start that is read twice (a log shipped twice) counts once, in every
+    format; C(repeated_lines) in RV(stats) counts the copies.
+  - Only what the gateway itself wrote names a source, never text a client sent (a HELO name,
+    a quoted command, a sender, a message id); that is Sendmail's own C(relay=) field, and
+    Exim's own C(H=) and C(D=) fields.
   - Run it on the log host itself for large logs and bring back only the result; with
     O(state_path) a cycle reads only the lines written since the last.
   - C(exim) reads an Exim main log written with C(log_selector = +smtp_connection) (add
@@ -266,7 +277,8 @@ notes:
     for 120 s after a settled message or 3600 s after any other line; a session of one line
     has no length. Delivery lines count the servers' 4xx but add no server sessions.
   - C(cisco_esa) reads Cisco ESA text mail logs (C(mail_logs)), from the appliance's file or a
-    syslog push with or without a host. A session runs from C(New SMTP ICID) to C(ICID N close);
+    syslog push with or without a host. A session runs from C(New SMTP ICID) to C(ICID N close),
+    or to C(ICID N lost) when the connection broke off;
     the policy line's SBRS gives the risk, (10 - SBRS) x 5 percent, and C(None) or C(rfc1918)
     none. TCPREFUSE ends a session at once. Delivery connections (DCID) are the server
     sessions; a C(Delayed:) 4xx counts for the server, never for the client of the message.
@@ -274,7 +286,9 @@ notes:
     A session runs from its session id's C(+) to its C(-), also across the hourly files; a
     4xx the gateway sent counts for the client. Receive logs are the client sessions, Send logs
     the server sessions. With O(state_path), the header last read is kept for a file read on
-    mid-file. Exchange logs carry no risk.
+    mid-file. Exchange logs carry no risk. A C(#Fields:) header without C(date-time),
+    C(session-id), C(remote-endpoint) or C(event) makes its lines skipped, with a warning that
+    names the missing field.
   - C(jsonl) reads one JSON object a line by O(jsonl_fields) and O(jsonl_events). Lines longer
     than 1 MiB, nested too deeply, or not JSON objects are skipped and counted; bytes that are
     not UTF-8 are read as replacement characters.
@@ -377,6 +391,10 @@ stats:
   description:
     - Counts of the run. C(lines) = C(parsed) + C(ignored) + C(skipped) + C(after_now);
       C(matching_sources) counts sources that match a rule even when not triggered.
+    - C(bad_fields) counts values out of range or unreadable that were left out (their lines
+      were read without them). C(unmatched_files) lists the files none of whose lines was a
+      session event of their format, each with C(path), C(format), C(lines) and C(looks_like),
+      the format the file looks like when it is another one.
   returned: success
   type: dict
   sample:
@@ -385,6 +403,8 @@ stats:
     ignored: 80130
     skipped: 4
     after_now: 0
+    bad_fields: 0
+    unmatched_files: []
     sessions: 20104
     open_sessions: 32
     distinct_ips: 812

@@ -768,3 +768,45 @@ def test_a_server_421_to_a_message_counts_for_the_source_of_the_message():
 
     assert engine.notes == {"192.0.2.11": {"server_421": 1}}
     assert engine.server_replies == {"10.0.0.5": {"421": 2, "4xx": 2}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Review findings: a lost connection ends its session, a close read twice counts once, a score
+# out of range is counted
+
+
+@pytest.mark.parametrize(
+    "after",
+    [[], [b"Thu Dec  3 09:59:45 2026 Info: ICID 11 close"]],
+    ids=["no-close", "close-later"],
+)
+def test_a_lost_connection_ends_its_session_there_whether_or_not_a_close_follows(after):
+    lost = b"Thu Dec  3 09:59:20 2026 Info: ICID 11 lost"
+    later = b"Thu Dec  3 09:59:50 2026 Info: ICID 12 close"
+
+    engine = read_esa(b"".join(line + b"\n" for line in [OPEN, lost, *after, later]))
+
+    assert sessions_of(engine.book) == {"192.0.2.11": (1, 20.0, 0)}
+    assert engine.book.counts["open_sessions"] == 0
+    assert engine.book.counts["sessions"] == 2  # and ICID 12's close, whose start was not read
+
+
+def test_a_close_without_open_read_twice_counts_once():
+    engine = read_esa(FILE_STAMP + b" Info: Begin Logfile\n" + CLOSE + b"\n" + CLOSE + b"\n")
+
+    assert engine.book.counts["sessions"] == 1
+    assert engine.book.counts["start_unknown"] == 1
+    assert engine.book.counts["repeated_lines"] == 1
+
+
+@pytest.mark.parametrize(
+    ("score", "bad"),
+    [(b"12.5", 1), (b"abc", 1), (b"nan", 1), (b"None", 0), (b"rfc1918", 0), (b"not enabled", 0)],
+)
+def test_a_sbrs_out_of_range_is_counted_as_a_bad_field_and_gives_no_risk(score, bad):
+    policy = FILE_STAMP + b" Info: ICID 11 ACCEPT SG UNKNOWNLIST match ALL SBRS " + score
+
+    engine = read_esa(b"".join(line + b"\n" for line in [OPEN, policy, CLOSE]))
+
+    assert engine.risks == {}
+    assert engine.stats.bad_fields == bad

@@ -13,7 +13,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions impo
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps import (
     TimestampParser,
 )
-from support.logs import NOW, UTC, sessions_of
+from support.logs import NOW, UTC, run_analysis, sessions_of
 from support.make_exchange import SEND, ExchangeLog, endpoint, iso
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -592,3 +592,63 @@ def test_a_read_that_goes_on_mid_file_tells_send_from_receive_lines_by_the_conne
 
     assert sessions_of(engine.servers) == {"192.0.2.225": (1, 20.0, 0)}
     assert engine.book.counts["sessions"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Review findings: a 421 the gateway sent counts for the session's client to the end, and a
+# header without the fields a session needs says so
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        pytest.param([b'"421 4.3.2 Service not available, closing transmission channel"'],
+                     id="421-then-disconnect"),
+        pytest.param([b'"421-4.3.2 Service not available,"', b"421 4.3.2 closing"],
+                     id="multi-line-421"),
+    ],
+)  # fmt: skip
+def test_a_421_the_gateway_sent_counts_as_a_421_of_that_source_in_the_result(tmp_path, middle):
+    replies = [line("2026-12-03T09:59:10.000Z", b">", data, seq=2 + index)
+               for index, data in enumerate(middle)]  # fmt: skip
+    path = tmp_path / "RECV2026120309-1.LOG"
+    path.write_bytes(session_file(*replies))
+
+    result = run_analysis(path, format="exchange", force=True)
+
+    (candidate,) = result["candidates"]
+    assert (candidate["ip"], candidate["replies_421"], candidate["tempfails"]) == (
+        "192.0.2.7", len(middle), len(middle))
+    assert candidate["longest_session"] == 40.25
+    assert result["stats"]["open_sessions"] == 0
+
+
+def test_a_421_of_a_session_whose_connect_was_not_read_counts_for_its_remote_endpoint():
+    engine = read(
+        HEADER
+        + line("2026-12-03T09:59:10.000Z", b">", b"421 4.4.1 Connection timed out") + b"\r\n"
+        + CLOSE + b"\r\n"
+    )  # fmt: skip
+
+    assert engine.replies == {"192.0.2.7": {"421": 1, "4xx": 1}}
+    assert engine.book.counts["start_unknown"] == 1
+
+
+def test_a_header_without_session_id_warns_naming_the_field_with_the_lines_skipped(tmp_path):
+    header = HEADER.replace(b"session-id,", b"")
+    body = b"".join(
+        b"2026-12-03T09:59:0%d.000Z," % index + C + b",%d,198.51.100.1:25,192.0.2.7:50123,+,,\r\n"
+        % index
+        for index in range(3)
+    )
+    path = tmp_path / "RECV2026120309-1.LOG"
+    path.write_bytes(header + body)
+    warnings: list[str] = []
+
+    result = run_analysis(path, format="exchange", warnings=warnings)
+
+    assert result["stats"]["skipped"] == 3
+    assert any(
+        f"skipped 3 lines of {str(path)!r}" in text and "has no session-id" in text
+        for text in warnings
+    ), warnings

@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.campusnet.smtpguard.plugins.module_utils import _exim, _formats
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._analyze import (
+    Settings,
+    analyze,
+)
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._engine import Engine
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions import SessionBook
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps import (
@@ -21,6 +25,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps im
 from support.logs import NOW, sessions_of
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "formats"
+ANY = {"name": "any", "min_duration": 0, "min_sessions": 1, "min_risk": 0}
 OPEN = b"2026-12-03 09:50:00 [1200] SMTP connection from [192.0.2.9]:1418 I=[198.51.100.1]:25 " \
        b"(TCP/IP connection count = 1)"  # fmt: skip
 
@@ -240,3 +245,183 @@ def test_detection_picks_exim_and_exim_claims_no_other_log():
     for path in others:
         head = path.read_bytes().splitlines(keepends=True)[:200]
         assert not _exim.looks_like(head), path
+
+
+SYNC = b"2026-12-03 09:50:04 [30001] SMTP protocol synchronization error (next input sent too " \
+       b"soon: pipelining was not advertised): rejected "  # fmt: skip
+
+# A synchronization error quotes the command the client sent before Exim's own H=: (the text
+# after "rejected ", the session of OPEN's client, the notes per source, parsed/skipped).
+SYNC_ERRORS = [
+    pytest.param(
+        b'"HELO x [192.0.2.77]" H=[192.0.2.9]:1418 I=[198.51.100.1]:25 next input="QUIT\\r\\n"',
+        {"192.0.2.9": (1, 4.0, 0)},
+        {"192.0.2.9": {"rejected": 1}},
+        (2, 0),
+        id="address-in-the-command",
+    ),
+    pytest.param(
+        b'"EHLO from [203.0.113.8]" H=mail.example.net (x) [192.0.2.9]:1418 next input="QUIT"',
+        {"192.0.2.9": (1, 4.0, 0)},
+        {"192.0.2.9": {"rejected": 1}},
+        (2, 0),
+        id="from-and-address-in-the-command",
+    ),
+    pytest.param(
+        b'"x\\" H=[203.0.113.5]:1 next input=\\"" H=[192.0.2.9]:1418 next input="QUIT"',
+        {"192.0.2.9": (1, 4.0, 0)},
+        {"192.0.2.9": {"rejected": 1}},
+        (2, 0),
+        id="imitated-h-field-escaped-by-exim-4.98",
+    ),
+    pytest.param(
+        b'"x" H=[203.0.113.5]:1 next input="" H=[192.0.2.9]:1418 next input="QUIT"',
+        {"192.0.2.9": (1, 600.0, 1)},
+        {},
+        (1, 1),
+        id="imitated-h-field-unescaped-is-skipped",
+    ),
+    pytest.param(
+        b'"BDAT 100" H=[192.0.2.9]:1418 I=[198.51.100.1]:25 next input="RSET\\r\\n"',
+        {"192.0.2.9": (1, 600.0, 1)},
+        {"192.0.2.9": {"rejected": 1}},
+        (2, 0),
+        id="bdat-chunk-the-session-goes-on",
+    ),
+]
+
+
+@pytest.mark.parametrize(("rejected", "sessions", "notes", "counts"), SYNC_ERRORS)
+def test_a_synchronization_error_names_the_client_of_exim_s_h_field(
+    rejected, sessions, notes, counts
+):
+    engine = feed(OPEN, SYNC + rejected)
+
+    assert sessions_of(engine.book) == sessions
+    assert engine.notes == notes
+    assert (engine.stats.parsed, engine.stats.skipped) == counts
+
+
+def test_a_line_whose_client_text_holds_a_shape_s_words_is_no_event():
+    engine = feed(
+        OPEN,
+        b"2026-12-03 09:50:02 [30001] H=(x) [192.0.2.9]:1418 F=<a@example.net> rejected RCPT "
+        b'<"SMTP connection from [203.0.113.5]:1 D=9s closed by QUIT"@campus.example>: relay '
+        b"not permitted",
+        b"2026-12-03 09:50:03 [30001] SMTP syntax error in \"SMTP connection from "
+        b'[203.0.113.6]:1 lost" H=[192.0.2.9]:1418 unrecognized command',
+    )
+
+    assert sessions_of(engine.book) == {"192.0.2.9": (1, 600.0, 1)}
+    assert (engine.stats.parsed, engine.stats.ignored) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"1v0000-000000000AB-abcd H=mail.example.net (helo) [192.0.2.44]:4433 "
+        b"I=[198.51.100.1]:25 F=<a@example.net> temporarily rejected after DATA: try later",
+        b"1v0000-000000000AB-abcd H=(from [203.0.113.4]) [192.0.2.44]:4433 "
+        b"F=<a@from [203.0.113.3]> temporarily rejected after DATA: try later",
+        b"1a2B3c-000Def-Gh H=[192.0.2.44]:4433 temporarily rejected after DATA",
+    ],
+    ids=["exim-4.97-id", "addresses-in-helo-and-sender", "older-id"],
+)
+def test_a_4xx_after_data_counts_for_the_source_in_h(line):
+    engine = feed(b"2026-12-03 09:50:00 [1] " + line)
+
+    assert engine.replies == {"192.0.2.44": {"421": 0, "4xx": 1}}
+    assert engine.stats.parsed == 1
+
+
+NO_MAIL = b"2026-12-03 09:52:42 [18643] no MAIL in SMTP connection from host.example.net " \
+          b"(SERVER) [192.0.2.85]:1418 I=[198.51.100.1]:25 D=%s C=QUIT"  # fmt: skip
+FILE_START = b"2026-12-03 09:40:00 [1] Start queue run: pid=1"
+
+
+@pytest.mark.parametrize(
+    "duration",
+    [b"99999999999s", b"-5s", b"1000w", b"9999999999999999999999h", b"9" * 400 + b"s", b""],
+    ids=["3000-years", "negative", "19-years", "huge-hours", "overflowing", "empty"],
+)
+def test_a_d_no_session_can_last_is_counted_as_bad_and_left_out(duration):
+    engine = feed(FILE_START, NO_MAIL.replace(b"%s", duration))
+
+    # Without D= the session counts from the first line read, the least it lasted.
+    assert sessions_of(engine.book) == {"192.0.2.85": (1, 762.0, 0)}
+    assert engine.stats.bad_fields == 1
+    assert (engine.stats.parsed, engine.stats.skipped) == (1, 0)
+
+
+def test_a_huge_d_is_no_crash_and_no_session_length_in_the_result(tmp_path):
+    path = tmp_path / "mainlog"
+    path.write_bytes(FILE_START + b"\n" + NO_MAIL.replace(b"%s", b"9" * 400 + b"s") + b"\n")
+    settings = Settings(paths=[str(path)], capacity=10, format="exim", timezone="UTC",
+                        now="2026-12-03T10:00:00+00:00", force=True, rules=[ANY])  # fmt: skip
+
+    result = analyze(settings)
+
+    assert result["candidates"][0]["longest_session"] == 762
+    assert result["stats"]["bad_fields"] == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "longest"),
+    [
+        pytest.param(
+            b"2026-12-03 09:52:42 [2] SMTP command timeout on connection from x (helo D=300s )"
+            b" [192.0.2.85]:1418 I=[198.51.100.1]:25",
+            762.0,
+            id="in-the-helo",
+        ),
+        pytest.param(
+            b"2026-12-03 09:52:42 [2] SMTP protocol synchronization error (input sent without "
+            b'waiting for greeting): rejected connection from H=[192.0.2.85]:1418 input="HELO x '
+            b'D=5s"',
+            762.0,
+            id="in-the-input",
+        ),
+        pytest.param(
+            b"2026-12-03 09:52:42 [2] SMTP call from (x) [192.0.2.85]:1418 dropped: too many "
+            b'unrecognized commands (last command was "x D=500s")',
+            762.0,
+            id="in-the-last-command",
+        ),
+        pytest.param(
+            b"2026-12-03 09:52:42 [2] SMTP data timeout (message abandoned) on connection from "
+            b"[192.0.2.85]:1418 F=<a D=99s@example.net> D=5s",
+            5.0,
+            id="in-the-sender-before-exim-s",
+        ),
+    ],
+)
+def test_d_is_read_only_from_exim_s_own_field(line, longest):
+    engine = feed(FILE_START, line)
+
+    assert sessions_of(engine.book) == {"192.0.2.85": (1, longest, 0)}
+    assert engine.stats.bad_fields == 0
+
+
+def test_lines_shipped_twice_count_once_as_with_postfix():
+    close = b"2026-12-03 09:51:00 [30001] SMTP connection from [192.0.2.9]:1418 D=60s closed " \
+            b"by QUIT"  # fmt: skip
+    alone = b"2026-12-03 09:52:00 [30002] SMTP connection from [192.0.2.7]:5 lost"
+
+    engine = feed(FILE_START, OPEN, OPEN, close, close, alone, alone)
+
+    assert sessions_of(engine.book) == {"192.0.2.9": (1, 60.0, 0), "192.0.2.7": (1, 720.0, 0)}
+    assert engine.book.counts["repeated_lines"] == 3
+    assert engine.book.counts["start_unknown"] == 1
+
+
+def test_a_delivery_s_server_is_exim_s_h_not_the_recipient_and_an_absurd_dt_adds_none():
+    engine = feed(
+        b'2026-12-03 09:50:05 [2] 1v0000-000000000AB-abcd => "x H=[10.9.9.9]"@campus.example '
+        b'R=campus T=remote_smtp H=mx1.campus.example [10.0.0.5] C="250 OK" DT=4s',
+        b"2026-12-03 09:50:06 [2] 1v0000-000000000AC-abcd => u@campus.example R=campus "
+        b'T=remote_smtp H=mx1.campus.example [10.0.0.5] C="250 OK" DT=99999999w',
+    )
+    engine.servers.finish()
+
+    assert sessions_of(engine.servers) == {"10.0.0.5": (1, 4.0, 0)}
+    assert engine.stats.bad_fields == 1

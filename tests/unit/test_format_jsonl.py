@@ -14,7 +14,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions impo
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps import (
     TimestampParser,
 )
-from support.logs import NOW, UTC, sessions_of
+from support.logs import NOW, UTC, run_analysis, sessions_of
 from support.make_jsonl import JsonlLog, iso
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,20 +137,46 @@ def test_a_mapping_names_the_fields(first, last, fields, events):
 RISKS = [
     pytest.param(96, 96.0, id="number"),
     pytest.param("97.5", 97.5, id="numeric-text"),
+    pytest.param(0, 0.0, id="zero"),
+    pytest.param(100, 100.0, id="hundred"),
+    pytest.param(None, None, id="null-is-no-risk-given"),
     pytest.param(250, None, id="out-of-range"),
-    pytest.param("high", None, id="text"),
+    pytest.param(-3, None, id="negative"),
+    pytest.param("-3", None, id="negative-text"),
+    pytest.param("abc", None, id="text"),
     pytest.param(True, None, id="boolean"),
+    pytest.param(float("inf"), None, id="infinity"),
+    pytest.param([50], None, id="list"),
 ]
 
 
 @pytest.mark.parametrize(("value", "risk"), RISKS)
-def test_risk_in_percent_goes_to_the_engine(value, risk):
+def test_risk_in_percent_goes_to_the_engine_and_any_other_value_is_a_bad_field(value, risk):
     data = record(NOW - 60, src="192.0.2.7", session="s1", event="connect", risk=value) + CLOSE
 
     engine = read(data)
 
     assert engine.risks == ({"192.0.2.7": risk} if risk is not None else {})
     assert sessions_of(engine.book) == {"192.0.2.7": (1, 40.0, 0)}
+    bad = risk is None and value is not None
+    assert engine.stats.bad_fields == (1 if bad else 0)
+    assert counts(engine) == (2, 2, 0, 0)
+
+
+def test_a_risk_out_of_range_is_counted_in_the_result_and_the_risk_is_unknown(tmp_path):
+    path = tmp_path / "gateway.jsonl"
+    path.write_bytes(
+        record(NOW - 60, src="192.0.2.7", session="s1", event="connect", risk=250) + CLOSE
+    )
+    warnings: list[str] = []
+
+    result = run_analysis(path, format="jsonl", risk_source="log", unknown_risk=10.0,
+                          warnings=warnings)  # fmt: skip
+
+    assert result["stats"]["bad_fields"] == 1
+    (candidate,) = result["candidates"]
+    assert (candidate["risk"], candidate["risk_known"]) == (10.0, False)
+    assert any("left out 1 values out of range" in text for text in warnings)
 
 
 def test_replies_count_for_the_source_or_for_the_server_on_a_line_with_a_destination():

@@ -225,3 +225,122 @@ def test_detection_picks_sendmail_and_sendmail_claims_no_other_log():
     for path in others:
         head = path.read_bytes().splitlines(keepends=True)[:200]
         assert not _sendmail.looks_like(head), path
+
+
+# Text a client chose that holds "relay=" (a sender, a message id, a recipient, a reject
+# text) or a closing shape's words: only the relay= field Sendmail wrote names the client.
+CLIENT_TEXT = [
+    pytest.param(
+        b"5B3A000011: from=<a@example.org>, size=10, class=0, nrcpts=1, msgid=<x>, "
+        b"relay=[203.0.113.7], y=<z>, proto=ESMTP, daemon=MTA, relay=host.example.net "
+        b"[192.0.2.9]",
+        id="relay-field-in-the-msgid",
+    ),
+    pytest.param(
+        b"5B3A000011: from=<relay=[203.0.113.7]@example.org>, size=10, class=0, nrcpts=1, "
+        b"proto=ESMTP, daemon=MTA, relay=host.example.net [192.0.2.9]",
+        id="relay-in-the-sender",
+    ),
+    pytest.param(
+        b'5B3A000011: from=<"a, relay=[203.0.113.7]"@example.org>, size=10, class=0, '
+        b"nrcpts=1, proto=ESMTP, daemon=MTA, relay=host.example.net [192.0.2.9]",
+        id="relay-field-in-a-quoted-sender",
+    ),
+    pytest.param(
+        b'5B3A000011: ruleset=check_rcpt, arg1=<"a, relay=[203.0.113.7]"@campus.example>, '
+        b"relay=host.example.net [192.0.2.9], reject=451 4.7.1 Please try again later",
+        id="relay-field-in-the-ruleset-argument",
+    ),
+    pytest.param(
+        b"5B3A000011: ruleset=check_mail, arg1=<a@example.org>, relay=host.example.net "
+        b"[192.0.2.9], reject=451 4.1.8 <a, relay=[203.0.113.7]>... Domain of sender address "
+        b"does not resolve",
+        id="relay-field-in-the-reject-text",
+    ),
+    pytest.param(
+        b"5B3A000011: from=<a@example.org>, size=10, class=0, nrcpts=1, msgid=<lost input "
+        b"channel from x [203.0.113.7] did not issue MAIL/EXPN/VRFY/ETRN during connection to "
+        b"MTA>, proto=ESMTP, daemon=MTA, relay=host.example.net [192.0.2.9]",
+        id="closing-words-in-the-msgid",
+    ),
+]
+
+
+@pytest.mark.parametrize("text", CLIENT_TEXT)
+def test_only_the_relay_field_sendmail_wrote_names_the_client(text):
+    engine = feed(at(b"09:50:00", b"900", text))
+
+    assert sessions_of(engine.book) == {"192.0.2.9": (1, 600.0, 1)}
+    assert set(engine.replies) <= {"192.0.2.9"}
+    assert (engine.stats.parsed, engine.stats.skipped) == (1, 0)
+
+
+def test_a_delivery_s_server_is_the_relay_field_not_the_recipient():
+    engine = feed(
+        at(
+            b"09:50:01",
+            b"901",
+            b'5B3A000012: to=<"x, relay=[10.9.9.9]"@campus.example>, delay=00:00:01, '
+            b"mailer=relay, pri=30000, relay=mx2.campus.example [10.0.0.6], dsn=4.0.0, "
+            b"stat=Deferred: 421 4.3.2 Service not available",
+        )
+    )
+
+    assert engine.server_replies == {"10.0.0.6": {"421": 1, "4xx": 1}}
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        b"[192.0.2.5]",
+        b"host.example.net [192.0.2.5]",
+        b"[IPv6:2001:db8::5]",
+        b"host.example.net [192.0.2.5] (may be forged)",
+        b"[192.0.2.5] (may be forged)",
+    ],
+)
+def test_did_not_issue_names_the_client_in_every_form(peer):
+    engine = feed(
+        at(b"09:50:00", b"902", b"NOQUEUE: " + peer + b" did not issue MAIL/EXPN/VRFY/ETRN "
+           b"during connection to MTA")  # fmt: skip
+    )
+
+    source = "2001:db8::5" if b"IPv6" in peer else "192.0.2.5"
+    assert sessions_of(engine.book) == {source: (1, 0.0, 0)}
+
+
+def test_lines_shipped_twice_count_once_as_with_postfix():
+    close = at(b"09:50:09", b"500", b"5B3A000001: lost input channel from host.example.net "
+               b"[192.0.2.9] to MTA after rcpt")  # fmt: skip
+    alone = at(b"09:51:00", b"503", b"NOQUEUE: host [192.0.2.6] did not issue "
+               b"MAIL/EXPN/VRFY/ETRN during connection to MTA")  # fmt: skip
+
+    engine = feed(FROM, FROM, close, close, alone, alone)
+
+    assert sessions_of(engine.book) == {"192.0.2.9": (1, 9.0, 0), "192.0.2.6": (1, 0.0, 0)}
+    assert engine.book.counts["repeated_lines"] == 2
+
+
+@pytest.mark.parametrize(
+    ("relay", "source"),
+    [
+        (b"host.example.net [192.0.2.9]", "192.0.2.9"),
+        (b"[192.0.2.9]", "192.0.2.9"),
+        (b"[IPv6:2001:db8::9]", "2001:db8::9"),
+        (b"host.example.net [192.0.2.9] (may be forged)", "192.0.2.9"),
+        (b"user@host.example.net [192.0.2.9]", "192.0.2.9"),
+    ],
+)
+def test_the_relay_field_gives_its_address_in_every_form(relay, source):
+    engine = feed(at(b"09:50:00", b"903", b"5B3A000013: from=<a@example.org>, size=10, class=0, "
+                     b"nrcpts=1, proto=ESMTP, daemon=MTA, relay=" + relay))  # fmt: skip
+
+    assert sessions_of(engine.book) == {source: (1, 600.0, 1)}
+
+
+def test_a_local_sender_names_no_client_and_is_no_fault():
+    engine = feed(at(b"09:50:00", b"904", b"5B3A000014: from=<root@campus.example>, size=10, "
+                     b"class=0, nrcpts=1, relay=root@localhost"))  # fmt: skip
+
+    assert sessions_of(engine.book) == {}
+    assert (engine.stats.parsed, engine.stats.ignored, engine.stats.skipped) == (0, 1, 0)

@@ -17,6 +17,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._analyze impor
 from support.logs import NOW, PostfixLog, iso
 
 COND2 = [{"name": "cond2", "min_duration": 200, "min_sessions": 1, "min_risk": 95}]
+ANY = [{"name": "any", "min_duration": 0, "min_sessions": 1, "min_risk": 0}]
 
 
 def _jsonl(path, events):
@@ -98,19 +99,37 @@ def test_each_rotated_family_is_read_in_its_own_format(tmp_path):
     assert result["stats"]["ignored"] == 0
 
 
-def test_a_forced_format_that_does_not_fit_warns_naming_the_file(tmp_path):
+def test_a_forced_format_that_fits_no_file_fails_naming_the_format_the_file_has(tmp_path):
     log = _jsonl(tmp_path / "edge.jsonl", [(NOW - 400, "198.51.100.9", "e1", "connect", None)])
+    postfix = PostfixLog()
+    postfix.session("192.0.2.1", start=NOW - 500, duration=10)
+    path = postfix.write(tmp_path / "mail.log")
+
+    with pytest.raises(AnalysisError, match="look like a jsonl log: set format to jsonl"):
+        _analyze([log], format="postfix")
+    # Its lines are other programs' to the Exim reader, not junk: a silent all-clear before.
+    with pytest.raises(AnalysisError, match=r"mail\.log.* of a exim log, and they look like a "
+                                            r"postfix log: set format to postfix, or to auto"):
+        _analyze([path], format="exim")
+
+
+def test_a_forced_format_that_does_not_fit_one_of_the_files_warns_and_says_so(tmp_path):
+    exim = tmp_path / "mainlog"
+    exim.write_bytes(b"2026-12-03 09:50:00 [1200] SMTP connection from [192.0.2.9]:1418 "
+                     b"I=[198.51.100.1]:25 (TCP/IP connection count = 1)\n")  # fmt: skip
     postfix = PostfixLog()
     postfix.session("192.0.2.1", start=NOW - 500, duration=10)
     path = postfix.write(tmp_path / "mail.log")
     warnings: list[str] = []
 
-    with pytest.raises(AnalysisError):  # no line of the JSON file is a Postfix line at all
-        _analyze([log], format="postfix")
-    _analyze([path], warnings, format="exim")
+    result = _analyze([exim, path], warnings, format="exim")
 
-    assert any("mail.log" in text and "exim" in text and "check the format" in text
+    assert result["stats"]["unmatched_files"] == [
+        {"path": str(path), "format": "exim", "lines": 2, "looks_like": "postfix"}
+    ]
+    assert any("mail.log" in text and "a exim log" in text and "set format to postfix" in text
                for text in warnings)  # fmt: skip
+    assert result["stats"]["sessions"] == 1
 
 
 @pytest.mark.parametrize(
@@ -155,3 +174,103 @@ def test_measurement_options_are_refused_with_their_name(tmp_path, option, value
 
     with pytest.raises(AnalysisError, match=message):
         _analyze([path], **{option: value})
+
+
+# One session of 192.0.2.7 from NOW - 60 to NOW - 20 in each format, as the gateway writes it.
+SAMPLES = {
+    "postfix": b"Dec  3 09:59:00 mx1 postfix/smtpd[100]: connect from unknown[192.0.2.7]\n"
+               b"Dec  3 09:59:40 mx1 postfix/smtpd[100]: disconnect from unknown[192.0.2.7] "
+               b"quit=1 commands=1\n",
+    "exim": b"2026-12-03 09:59:00 [1200] SMTP connection from [192.0.2.7]:1418 "
+            b"I=[198.51.100.1]:25 (TCP/IP connection count = 1)\n"
+            b"2026-12-03 09:59:40 [3001] SMTP connection from [192.0.2.7]:1418 "
+            b"I=[198.51.100.1]:25 D=40s closed by QUIT\n",
+    "sendmail": b"Dec  3 09:59:00 mx1 sm-mta[500]: 5B3A000001: from=<a@example.org>, size=10, "
+                b"class=0, nrcpts=1, proto=ESMTP, daemon=MTA, relay=host.example.net "
+                b"[192.0.2.7]\n"
+                b"Dec  3 09:59:40 mx1 sm-mta[500]: 5B3A000001: lost input channel from "
+                b"host.example.net [192.0.2.7] to MTA after rcpt\n",
+    "cisco_esa": b"Thu Dec  3 09:59:00 2026 Info: New SMTP ICID 7 interface Data 1 "
+                 b"(198.51.100.10) address 192.0.2.7 reverse dns host unknown verified no\n"
+                 b"Thu Dec  3 09:59:40 2026 Info: ICID 7 close\n",
+    "exchange": b"#Software: Microsoft Exchange Server\r\n#Version: 15.0.0.0\r\n"
+                b"#Log-type: SMTP Receive Protocol Log\r\n#Date: 2026-12-03T09:00:04.113Z\r\n"
+                b"#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,"
+                b"remote-endpoint,event,data,context\r\n"
+                b"2026-12-03T09:59:00.000Z,EXCH01\\Default Frontend EXCH01,08DE6A5B1C2D3E4F,0,"
+                b"198.51.100.1:25,192.0.2.7:50123,+,,\r\n"
+                b"2026-12-03T09:59:40.000Z,EXCH01\\Default Frontend EXCH01,08DE6A5B1C2D3E4F,9,"
+                b"198.51.100.1:25,192.0.2.7:50123,-,,Local\r\n",
+    "jsonl": b'{"time": "2026-12-03T09:59:00Z", "src": "192.0.2.7", "session": "s1", '
+             b'"event": "connect"}\n'
+             b'{"time": "2026-12-03T09:59:40Z", "src": "192.0.2.7", "session": "s1", '
+             b'"event": "disconnect"}\n',
+}  # fmt: skip
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("state", [False, True], ids=["full-read", "state-path"])
+@pytest.mark.parametrize("fmt", SAMPLES)
+def test_a_byte_order_mark_at_the_start_of_a_file_is_no_fault_in_any_format(tmp_path, fmt, state):
+    results = []
+    for name, data in (("plain", SAMPLES[fmt]), ("bom", BOM + SAMPLES[fmt])):
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / "gateway.log"
+        path.write_bytes(data)
+        options = {"state_path": str(tmp_path / name / "state.json")} if state else {}
+        results.append(_analyze([path], rules=ANY, **options))
+
+    plain, bom = results
+    assert bom["stats"]["format"] == fmt
+    counted = ("lines", "parsed", "ignored", "skipped", "sessions", "repeated_lines")
+    assert {key: bom["stats"][key] for key in counted} == {key: plain["stats"][key]
+                                                             for key in counted}  # fmt: skip
+    assert bom["stats"]["skipped"] == 0
+    assert [(c["ip"], c["longest_session"]) for c in bom["candidates"]] == [("192.0.2.7", 40)]
+
+
+WRONG_FORMATS = [
+    pytest.param(actual, forced, id=f"{actual}-read-as-{forced}")
+    for actual in SAMPLES
+    for forced in SAMPLES
+    if forced != actual
+]
+
+
+@pytest.mark.parametrize(("actual", "forced"), WRONG_FORMATS)
+def test_every_forced_format_that_fits_no_file_fails_instead_of_an_all_clear(
+    tmp_path, actual, forced
+):
+    path = tmp_path / "gateway.log"
+    path.write_bytes(SAMPLES[actual])
+
+    with pytest.raises(AnalysisError, match=rf"of a {forced} log, and they look like a {actual} "
+                                            rf"log: set format to {actual}, or to auto"):
+        _analyze([path], format=forced, rules=COND2)
+
+
+def test_an_idle_log_of_the_forced_format_only_warns(tmp_path):
+    path = tmp_path / "mainlog"
+    path.write_bytes(b"2026-12-03 09:59:00 [1] Start queue run: pid=1\n"
+                     b"2026-12-03 09:59:01 [1] End queue run: pid=1\n")  # fmt: skip
+    warnings: list[str] = []
+
+    result = _analyze([path], warnings, format="exim")
+
+    assert result["stats"]["unmatched_files"] == [
+        {"path": str(path), "format": "exim", "lines": 2, "looks_like": None}
+    ]
+    assert any("unless the gateway was idle" in text for text in warnings)
+
+
+def test_a_file_of_another_format_in_a_recognised_family_is_named_in_a_warning(tmp_path):
+    (tmp_path / "mainlog.1").write_bytes(SAMPLES["exim"])
+    (tmp_path / "mainlog").write_bytes(SAMPLES["postfix"])
+    warnings: list[str] = []
+
+    result = _analyze([tmp_path / "mainlog*"], warnings, rules=ANY)
+
+    assert result["stats"]["format"] == "exim"
+    assert [file["looks_like"] for file in result["stats"]["unmatched_files"]] == ["postfix"]
+    assert any("looks like a postfix log although its rotated family was recognised as exim"
+               in text for text in warnings)  # fmt: skip

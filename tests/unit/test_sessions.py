@@ -237,3 +237,28 @@ def test_thresholds_count_sessions_at_least_as_long_as_each():
     book.finish()
 
     assert book.sources["192.0.2.1"] == [6, 250, 0, 6, 4, 2]
+
+
+def test_an_end_line_without_a_start_read_twice_counts_once():
+    log = PostfixLog()
+    log.line(NOW - 100, "connect from unknown[192.0.2.9]", pid=300)  # where the file starts
+    for _ in range(3):
+        log.disconnect(NOW - 40, "192.0.2.1", pid=100)
+
+    book, stats = read_log(log)
+
+    assert sessions_of(book)["192.0.2.1"] == (1, 60.0, 0)
+    assert (book.counts["start_unknown"], book.counts["repeated_lines"]) == (1, 2)
+    assert stats.parsed == 4
+
+
+def test_a_pid_that_ends_again_after_a_new_start_is_a_second_session_not_a_repeat():
+    book = SessionBook(window_start=NOW - 3600, now=NOW, thresholds=(0.0,))
+    book.begin_stream(NOW - 100)
+    book.disconnect(b"mx1 smtpd[100", NOW - 40, "192.0.2.1")
+    book.connect(b"mx1 smtpd[100", NOW - 40, "192.0.2.2")
+    book.disconnect(b"mx1 smtpd[100", NOW - 40, "192.0.2.2")
+    book.finish()
+
+    assert sessions_of(book) == {"192.0.2.1": (1, 60.0, 0), "192.0.2.2": (1, 0.0, 0)}
+    assert book.counts["repeated_lines"] == 0
