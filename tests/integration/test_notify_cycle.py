@@ -247,3 +247,35 @@ def test_a_failed_push_is_in_the_report_and_records_no_state(failed_push, answer
     assert any("did not take the block list" in line for line in report["failures"])
     assert not (work / "state" / "state.json").exists()
     assert len((work / "feed1" / "blocklist.txt").read_text().split()) >= len(answer["block"])
+
+
+@pytest.fixture(scope="module")
+def unreachable_push(tmp_path_factory, dns_port):
+    """A run in which no enforcing device can be reached: both are moved to SSH on a loopback
+    port where nothing listens, through an inventory given after the demo's."""
+    base = tmp_path_factory.mktemp("unreachable")
+    work = base / "work"
+    work.mkdir()
+    port = free_port()  # nothing listens there
+    unreachable = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": port,
+                   "ansible_ssh_common_args": "-o BatchMode=yes -o ConnectTimeout=5"}  # fmt: skip
+    inventory = base / "unreachable.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"enforcers": {"hosts": {
+        "ips1.demo": unreachable, "feed1.demo": unreachable}}}}}))  # fmt: skip
+    with webhook_server() as hook:
+        url = f"http://127.0.0.1:{hook.server_port}/services/{TOKEN}"
+        inventories = ("-i", str(ROOT / "inventory" / "demo"), "-i", str(inventory))
+        rc, output = run_cycle(work, dns_port, {"notify_webhook_url": url}, *inventories)
+    return {"work": work, "rc": rc, "output": output, "received": hook.received}
+
+
+def test_every_device_unreachable_is_still_notified_and_fails_the_run(unreachable_push):
+    output = unreachable_push["output"]
+    assert unreachable_push["rc"] != 0
+    assert "UNREACHABLE" in output
+    assert "ips1.demo, feed1.demo did not take the block list (unreachable or failed)" in output
+    [message] = unreachable_push["received"]
+    facts = message["json"]["smtpguard"]
+    assert any("did not take the block list" in line for line in facts["failures"]), facts
+    assert message["json"]["title"].endswith(", FAILURES")
+    assert not (unreachable_push["work"] / "state" / "state.json").exists()
