@@ -233,7 +233,17 @@ def _label(facts: Facts) -> str:
     label = "ALERT" if facts.kind == ALERT else "summary"
     if facts.run_kind != "scheduled":
         label = f"{facts.run_kind} {label}"
+    if facts.check_mode:
+        label = f"{label} (dry run)"
     return label
+
+
+def _blocked(facts: Facts) -> str:
+    # A dry run blocks nothing; a rerun that finds the same sources renews entries in force.
+    if facts.check_mode:
+        return f"{facts.blocked_new} to block"
+    renewed = f", {facts.renewed} renewed" if facts.renewed else ""
+    return f"{facts.blocked_new} blocked{renewed}"
 
 
 def _occupancy_of(row: Mapping[str, Any]) -> float:
@@ -251,7 +261,7 @@ def _subject(facts: Facts) -> str:
         f"{row['gateway']} occupancy {row['current']}% (peak {row['peak']}%)" for row in named
     ) or "no gateway analysed"
     return (
-        f"[smtpguard] {_label(facts)}: {occupancy}, {facts.blocked_new} blocked, "
+        f"[smtpguard] {_label(facts)}: {occupancy}, {_blocked(facts)}, "
         f"{facts.spared} spared" + (", FAILURES" if facts.failures else "")
     )
 
@@ -306,7 +316,7 @@ def _line(facts: Facts) -> str:
         for row in facts.gateways
     )
     return (
-        f"{_label(facts)}: {gateways or 'no gateway analysed'}; {facts.blocked_new} blocked, "
+        f"{_label(facts)}: {gateways or 'no gateway analysed'}; {_blocked(facts)}, "
         f"{facts.spared} spared, {facts.expired} expired; failures: {len(facts.failures)}"
     )
 

@@ -84,6 +84,29 @@ def test_alert_when_any_gateway_alerts_and_text_names_everything():
     assert message.line.startswith("emergency ALERT: gw1 occupancy 20.0% peak 60.0% triggered;")
 
 
+def test_a_dry_run_says_so_and_counts_what_it_would_block():
+    facts = cycle_facts(gateways={"gw1": analysis(45.0, alert=True)}, spare={},
+                        plan={"added": [{"ip": "203.0.113.5"}, {"ip": "203.0.113.6"}]},
+                        check_mode=True)  # fmt: skip
+    message = compose(facts)
+
+    assert message.subject.startswith(
+        "[smtpguard] ALERT (dry run): gw1 occupancy 45.0% (peak 60.0%), 2 to block, 0 spared"
+    )
+    assert message.line.startswith("ALERT (dry run): gw1 occupancy 45.0%")
+    assert "; 2 to block, 0 spared, 0 expired;" in message.line
+    assert "DRY RUN: nothing was pushed or recorded" in message.text
+
+
+def test_a_rerun_names_the_entries_it_renewed():
+    facts = cycle_facts(gateways={"gw1": analysis(45.0, alert=True)}, spare={},
+                        plan={"added": [], "renewed": [{"ip": "203.0.113.5"}] * 13})
+    message = compose(facts)
+
+    assert "(peak 60.0%), 0 blocked, 13 renewed, 0 spared" in message.subject
+    assert "; 0 blocked, 13 renewed, 0 spared," in message.line
+
+
 def test_summary_below_the_alert_level():
     facts = cycle_facts(gateways={"gw1": analysis(25.0)}, spare={}, plan={})
     assert facts.kind == "summary"
