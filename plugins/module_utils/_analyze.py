@@ -20,6 +20,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._engine import
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._logfiles import (
     LogFamily,
     LogFileError,
+    drop_copies,
     expand_paths,
     open_log,
     open_log_from,
@@ -129,6 +130,10 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
         families = expand_paths(settings.paths)
     except LogFileError as exc:
         raise AnalysisError(str(exc)) from None
+    families, copies = drop_copies(families)
+    for copy, original in copies:
+        warn(f"{copy!r} has the same content as {original!r} (size, first and last 4 KiB): "
+             f"it was read once, as {original!r}; leave the copy out of paths")  # fmt: skip
     # Each rotated family is read in its own format: a list may name several gateways' logs.
     formats = _detect_formats(families, settings.format)
     fmt = ", ".join(sorted(set(formats.values())))
@@ -171,6 +176,7 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
             continue
         open_before = set(book.open_sessions)
         log = reading.log
+        engine.origin = log.origin
         stamp_of = TimestampParser(
             zone=zone, year=settings.year, now=given_now, reference=log.mtime
         )
@@ -554,9 +560,10 @@ def _resume(settings: Settings, families: list[LogFamily], fmt: str, *, now: flo
 
 
 def _state_settings(settings: Settings, fmt: str) -> dict:
-    """The settings that change how lines are read: a state from other ones is not used."""
+    """The settings that change how lines are read: a state from other ones is not used.
+    `servers` says whether deliveries are read (Postfix reads them only for servers)."""
     return {"format": fmt, "timezone": settings.timezone, "year": settings.year,
-            "format_options": settings.format_options}
+            "format_options": settings.format_options, "servers": bool(settings.servers)}
 
 
 def _keep_state(settings: Settings, state: dict, readings: list[_checkpoint.Reading], fmt: str,

@@ -6,8 +6,9 @@ state at that point: the open sessions, the sessions that ended inside the windo
 time of each gateway's log, the postscreen ranks and the counters. A later run that finds the
 same files, grown at their ends or joined by newer files of their rotated families, reads on
 from there; its result is the one a full read of the files would give. Anything else (a file
-gone, shortened or rewritten, an older file added, another format, time zone or year, a window
-reaching further back, a `now` before the last run's) falls back to a full read.
+gone, shortened or rewritten, an older file added, another format, time zone or year, servers
+set or unset, a window reaching further back, a `now` before the last run's) falls back to a
+full read.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Mark:
     head_length: int
     offset: int
     first: float | None
+    origin: str = ""  # LogFile.origin: the log whose family it was read in
 
 
 @dataclass
@@ -151,7 +153,9 @@ def plan(
     if checkpoint is None:
         return everything, "no state"
     if checkpoint.settings != settings:
-        return everything, "format, timezone or year changed since the state was written"
+        changed = sorted(name for name in {*settings, *checkpoint.settings}
+                         if settings.get(name) != checkpoint.settings.get(name))  # fmt: skip
+        return everything, f"{', '.join(changed)} changed since the state was written"
     if now < checkpoint.now or window_start < checkpoint.window_start:
         return everything, "the window reaches before the state's"
 
@@ -208,6 +212,9 @@ def _check_family(found: list[tuple[LogFile, Mark | None]], marks: list[Mark]) -
             continue
         if seen_new:
             return f"{log.path!r} is older than a file that is new since the state was written"
+        if mark.origin and mark.origin != log.origin.decode("ascii"):
+            # Its sessions without a host are keyed by the family it was read in.
+            return f"{log.path!r} was read last time as {mark.path!r}, in another place"
         length = _length(log, mark)
         if length < mark.offset:
             return f"{log.path!r} is shorter than when it was read"
@@ -287,7 +294,7 @@ def capture(readings: list[Reading], *, settings: dict, engine: Engine,
             head = head_digest(log.path, length)
         marks.append(Mark(path=log.path, device=log.device, inode=log.inode, size=log.size,
                           mtime=log.mtime, head=head, head_length=length, offset=offset,
-                          first=first))  # fmt: skip
+                          first=first, origin=log.origin.decode("ascii")))  # fmt: skip
     book = engine.book
     return Checkpoint(
         settings=settings,

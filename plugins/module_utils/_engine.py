@@ -9,8 +9,9 @@ A format is a module with four names:
   order) to `engine` and return the file's first time (`first` is given when reading goes
   on where an earlier run stopped).
 
-Readers key sessions by bytes `b"<host> <id>"` (the host may be empty): `host_of` splits the
-gateway off there, and the checkpoint stores keys as text. Only addresses that went through
+Readers key sessions by bytes `b"<host> <id>"`, with `Engine.origin` as the host of a line
+that names none: `host_of` splits the gateway off there, and the checkpoint stores keys as
+text. Only addresses that went through
 `Engine.source` (that is, `ipaddress`) become sources or servers.
 """
 
@@ -95,6 +96,10 @@ class Engine:
         self.notes: dict[str, dict[str, int]] = {}
         self.format_state: dict = {}
         self.skip_reasons: dict[str, int] = {}
+        # The host part of the session keys of lines that name no host (an appliance's own
+        # file, Postfix's maillog_file): the rotated family being read, so that two such logs
+        # never share a session; b"" when the reader is fed without files.
+        self.origin = b""
 
     def source(self, raw: bytes) -> str | None:
         """The canonical text of the address `raw` as a log wrote it, or None for `unknown`

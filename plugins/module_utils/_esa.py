@@ -10,11 +10,12 @@ Two line prefixes, both read:
 A client session is an injection connection (ICID): it opens with `New SMTP ICID N interface
 <name> (<ip>) address <client>` and ends with `ICID N close`, or at `ICID N lost` (the
 connection broke off; the close that usually follows ends nothing more). Sessions are keyed
-`b"<host> <icid>"`. The host access table's policy line (`ICID N ACCEPT SG ... SBRS 3.5`)
-gives the SenderBase reputation score: SBRS from -10.0 (a spammer) to 10.0 is the log's
-risk, (10 - SBRS) x 5 percent; `None` (no score), `rfc1918` (an internal sender) and `not
-enabled` give none, and any other score (out of range, unreadable) is counted in
-`stats.bad_fields` and gives none. REJECT (also `Delayed HAT REJECT`) and TCPREFUSE policies
+`b"<host> <icid>"`; lines without a host (the appliance's own file) take `Engine.origin`, so
+that two appliances' files never share an ICID. The host access table's policy line (`ICID N
+ACCEPT SG ... SBRS 3.5`) gives the SenderBase reputation score: SBRS from -10.0 (a spammer) to
+10.0 is the log's risk, (10 - SBRS) x 5 percent; `None` (no score), `rfc1918` (an internal
+sender) and `not enabled` give none, and any other score (out of range, unreadable) is counted
+in `stats.bad_fields` and gives none. REJECT (also `Delayed HAT REJECT`) and TCPREFUSE policies
 are noted as `rejected`; TCPREFUSE also ends the session.
 
 A delivery connection (DCID) is the gateway's own session to a mail server: `New SMTP DCID D
@@ -158,6 +159,7 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
     head = _HEAD.match
     plausible = _PLAUSIBLE_FIRST
     shapes = _BY_FIRST_WORD
+    origin = engine.origin  # the host of lines that name none (the appliance's own file)
     # Most lines carry the prefix (stamp, host, level) of the line before: it is split once.
     last_prefix, last_when, host = b"\0", None, b""
     counts = [0, 0, 0]  # PARSED, IGNORED, SKIPPED
@@ -186,7 +188,7 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
                 end = found.end()
                 stamp, syslog_stamp, host = found.groups()
                 last_prefix, last_when = line[:end], stamp_of(stamp or syslog_stamp)
-                host = host or b""
+                host = host or origin
             when = last_when
             if when is None:
                 counts[SKIPPED] += 1

@@ -12,9 +12,9 @@ the connection (Exim's daemon.c), so a start line's `[pid]` (`+pid`) is the daem
 the serving process's, and a connection id (`Ci=`, `+connection_id`, Exim 4.97 and later) on
 it has not always matched the one on the end line across releases. Every connection line does
 carry the client's `[address]:port` (`+incoming_port`), written by Exim itself: the reader
-pairs on the gateway + that address and port, so logs with or without `[pid]` and `Ci=`, of
-any release, pair the same way. Without `+incoming_port`, several sessions of one address are
-paired oldest first.
+pairs on the gateway (syslog's host, or `Engine.origin` for Exim's own file) + that address
+and port, so logs with or without `[pid]` and `Ci=`, of any release, pair the same way.
+Without `+incoming_port`, several sessions of one address are paired oldest first.
 
 Durations. An end line's `D=` (`2m42s`, `0.125s` with `+millisec`) is the session's length:
 an end whose start was not read began at end - D. Exim writes `D=` last, after the client; a
@@ -28,7 +28,10 @@ connection from `, `... H=`) or, on a line that rejects an ACL, after the leadin
 first bracketed address outside the HELO's parentheses becomes a source. A synchronization
 error quotes the command the client sent before `H=`: the client is taken from the one `" H=`
 after which Exim's own fields follow, and a line where a quoted command imitates that is
-skipped rather than read. Text a client sent never decides a line's shape or its source.
+skipped rather than read. The words Exim writes after the client (`rejected connection in`,
+`temporarily rejected`, `closed`) count only outside `<...>` and `"..."`, where a sender
+address or a command the client chose stands. Text a client sent never decides a line's shape
+or its source.
 
 Lines shipped twice. A start line read again for a connection still open (with
 `+incoming_port`) and an end line read again count once, as the Postfix reader does; without
@@ -120,6 +123,9 @@ _UNITS = (604800.0, 86400.0, 3600.0, 60.0, 1.0)
 # What Exim writes after the H= of a synchronization error: " I=[...]:port" (optional), then
 # " U=ident" or " next input=".
 _AFTER_SYNC_HOST = re.compile(rb'(?: I=\[[^\]"]*\]:[0-9]+)?(?: U=| next input=")')
+# What opens and closes the client's text among Exim's fields: <...> (addresses), "..."
+# (quoted local parts and commands), and a backslash escape inside them.
+_CLIENT_TEXT_MARKS = re.compile(rb'\\.|["<>]')
 # The code of a temporary failure in a server's answer ("...: 421 4.3.2 busy")
 _SERVER_CODE = re.compile(rb": (4[0-9][0-9])[ -]")
 # Exim's answer to a refused connection (daemon.c) and to an ACL's defer.
@@ -223,6 +229,7 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
     book = engine.book
     now = book.now
     pairing = _Pairing(book.open_sessions)
+    origin = engine.origin  # the gateway of Exim's own file, whose lines name none
     last_stamp, last_when = b"", None
     lines = parsed = ignored = skipped = after_now = 0
 
@@ -255,7 +262,8 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
                 ignored += 1
                 continue
 
-            outcome = _event(message, host=host, when=when, engine=engine, pairing=pairing)
+            outcome = _event(message, host=host or origin, when=when, engine=engine,
+                             pairing=pairing)  # fmt: skip
             if outcome is None:
                 skipped += 1
             elif outcome:
@@ -329,7 +337,7 @@ def _event(message: bytes, *, host: bytes, when: float, engine: Engine,
             return True  # the same start line again (a log shipped twice)
         book.connect(pairing.open(base), when, source)
         return True
-    if b" temporarily rejected " in message[end:]:
+    if _outside_client_text(message, b" temporarily rejected ", end) >= 0:
         engine.reply(source, DEFER_CODE)
     duration = _duration(message, end, engine=engine) if timed else None
     key = pairing.close(base)
@@ -356,10 +364,38 @@ def _shape(message: bytes) -> tuple[tuple, tuple[bytes, bytes, int]] | tuple[Non
         if found is None:
             unread = unread or not after
             continue
-        if after and message.find(after, found[2]) < 0:
+        if after and _outside_client_text(message, after, found[2]) < 0:
             continue
         return shape, found
     return None, unread
+
+
+def _outside_client_text(message: bytes, text: bytes, start: int) -> int:
+    """Where `text` first stands in `message` from `start` (the end of the client's address)
+    on outside `<...>` and `"..."`, the client's text among Exim's fields (a sender or
+    recipient address, a quoted command), or -1."""
+    at = message.find(text, start)
+    if at < 0:
+        return -1
+    depth = 0
+    quoted = False
+    for mark in _CLIENT_TEXT_MARKS.finditer(message, start):
+        while 0 <= at < mark.start():
+            if not quoted and not depth:
+                return at
+            at = message.find(text, at + 1)
+        if at < 0:
+            return -1
+        byte = mark.group()
+        if byte == b'"':
+            quoted = not quoted
+        elif quoted or byte[:1] == b"\\":
+            continue
+        elif byte == b"<":
+            depth += 1
+        elif depth:
+            depth -= 1
+    return at if not quoted and not depth else -1
 
 
 def _sync_client(message: bytes) -> tuple[bytes, bytes, int] | None:

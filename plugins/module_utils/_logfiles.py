@@ -30,6 +30,10 @@ HEAD_SIZE = 4096
 # logrotate); mail.log-20261203.gz (logrotate dateext).
 _NUMBERED = re.compile(rb"^(?P<base>.+?)\.(?P<n>\d{1,4})$")
 _DATED = re.compile(rb"^(?P<base>.+?)[.-](?P<stamp>\d{8}(?:[-_T]?\d{4,6})?)$")
+# Cisco AsyncOS: mail_logs.@20261203T101530.s (saved at a rollover) and .c or .current (the one
+# being written, started at its timestamp); mail_logs.current, where it is a link to that file.
+_ASYNCOS = re.compile(rb"^(?P<base>.+?)\.@(?P<stamp>\d{8}T\d{6})\.(?:s|c|current)$")
+_ASYNCOS_CURRENT = re.compile(rb"^(?P<base>.+?)\.current$")
 
 
 class LogFileError(Exception):
@@ -44,6 +48,7 @@ class LogFile:
     order: tuple = ()
     device: int = 0
     inode: int = 0
+    origin: bytes = b""  # its rotated family's log_origin()
 
 
 @dataclass
@@ -119,6 +124,7 @@ def _families(files: list[LogFile]) -> list[LogFamily]:
     for log in files:
         base, order = rotation_order(os.fsencode(log.path))
         log.order = order
+        log.origin = log_origin(base)
         family = families.setdefault(base, LogFamily(base=os.fsdecode(base)))
         family.files.append(log)
     for family in families.values():
@@ -126,13 +132,61 @@ def _families(files: list[LogFile]) -> list[LogFamily]:
     return sorted(families.values(), key=lambda family: family.base)
 
 
+def drop_copies(families: list[LogFamily]) -> tuple[list[LogFamily], list[tuple[str, str]]]:
+    """`families` without the files whose content is that of a file before them (a copy under
+    another name: the same size, first and last HEAD_SIZE bytes), and (copy, original) paths
+    of each left out. The same path twice and symlinks are left out already by expand_paths."""
+    sizes: dict[int, int] = {}
+    for log in (log for family in families for log in family.files if log.size):
+        sizes[log.size] = sizes.get(log.size, 0) + 1
+    seen: dict[tuple[int, str], str] = {}
+    copies: list[tuple[str, str]] = []
+    for family in families:
+        for log in list(family.files):
+            if sizes.get(log.size, 0) < 2:
+                continue  # no other file of its size: no copy, and nothing read to know
+            try:
+                content = (log.size, _ends_digest(log.path, log.size))
+            except OSError:
+                continue  # reading it says what is wrong
+            original = seen.setdefault(content, log.path)
+            if original != log.path:
+                family.files.remove(log)
+                copies.append((log.path, original))
+    return [family for family in families if family.files], copies
+
+
+def _ends_digest(path: str, size: int) -> str:
+    """A digest of the first and last HEAD_SIZE bytes of a file as stored."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(HEAD_SIZE))
+        handle.seek(max(0, size - HEAD_SIZE))
+        digest.update(handle.read(HEAD_SIZE))
+    return digest.hexdigest()
+
+
+def log_origin(base: bytes) -> bytes:
+    """What names one log in the session keys of its lines that name no host (see
+    `Engine.origin`): a digest of where its rotated family (`base`) lies, the same from run to
+    run."""
+    place = os.path.realpath(base)
+    return b"log:" + hashlib.sha256(place).hexdigest()[:16].encode("ascii")
+
+
 def rotation_order(path: bytes) -> tuple[bytes, tuple]:
     """The family a file belongs to and its place in it (smaller is older).
 
-    Dated rotations sort by date, numbered ones by number (higher is older), and the live
-    file, without a suffix, comes last.
+    Dated rotations (AsyncOS's rollovers among them) sort by date, numbered ones by number
+    (higher is older), and the live file, without a suffix, comes last.
     """
     name = path[:-3] if path.endswith(b".gz") else path
+    asyncos = _ASYNCOS.match(name)
+    if asyncos:
+        return asyncos.group("base"), (0, int(asyncos.group("stamp").replace(b"T", b"")))
+    current = _ASYNCOS_CURRENT.match(name)
+    if current:
+        return current.group("base"), (2, 0)
     dated = _DATED.match(name)
     if dated:
         stamp = re.sub(rb"\D", b"", dated.group("stamp")).ljust(14, b"0")

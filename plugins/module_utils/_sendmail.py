@@ -1,7 +1,8 @@
 """Sendmail logs (syslog, `sm-mta[pid]` or `sendmail[pid]`): SMTP sessions by host + pid.
 
-Sendmail forks one process per SMTP connection, so a session is keyed by the gateway and the
-pid. Sendmail writes no line when a connection opens or closes normally, so:
+Sendmail forks one process per SMTP connection, so a session is keyed by the gateway (syslog's
+host, or `Engine.origin` for lines without one) and the pid. Sendmail writes no line when a
+connection opens or closes normally, so:
 - a session starts at the first line of the pid that names the client (`relay=name [addr]`,
   `name [addr] did not issue ...`, `... from name [IPv6:2001:db8::a1] ...`);
 - it ends at a closing shape: `did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA`,
@@ -21,10 +22,13 @@ Where the client is. Each shape begins the message (after a queue id), and the c
 what Sendmail writes there: after its own words (`lost input channel from name [addr] ...`),
 before them (`name [addr] did not issue ...`), or in the relay= field of a line of `name=value`
 fields. Sendmail writes one relay= field, at a known place: last on a `from=` line (after the
-msgid a client chose), and among the fields split at ", " outside `<...>` and `"..."` on the
-others (`ruleset=`, `to=`, `AUTH=`), so that a relay= inside an address, a message id or a
-reject text is never read; its address is the value's last `[...]`, after the name the
-client's DNS gave. Text a client sent never decides a line's shape.
+msgid a client chose); right before `reject=` on a `ruleset=` line, after the rule's arguments
+(`arg1=`, `arg2=`), which Sendmail writes unbracketed, so that a line with more than one relay=
+(or none right before the verdict) is ambiguous and skipped, counted as such; and first among
+the fields split at ", " outside `<...>` and `"..."` on the others (`to=`, `AUTH=`,
+`STARTTLS=`), so that a relay= inside an address, a message id or a reject text is never read;
+its address is the value's last `[...]`, after the name the client's DNS gave. Text a client
+sent never decides a line's shape.
 `rejecting commands from ... due to pre-greeting traffic` notes "pregreet" and the session
 goes on; timeouts note "command_time_limit"; `reject=4xx` counts a temporary failure for the
 client. Delivery lines (`to=... relay=server [addr] ... stat=Deferred: 421 ...`) count the
@@ -50,7 +54,14 @@ PROGRAMS = (b"sm-mta", b"sendmail")
 SILENT_END = 120.0
 COMMAND_TIMEOUT = 3600.0
 
-CLOSE, NAMES, DELIVERY = "close", "names", "delivery"
+CLOSE, NAMES, DELIVERY, AMBIGUOUS = "close", "names", "delivery", "ambiguous"
+# Why a ruleset= line whose relay= Sendmail's is not told apart from a client's is skipped.
+AMBIGUOUS_RELAY = (
+    "a ruleset= line has more than one relay= field, or none where Sendmail writes it (right "
+    "before reject=): the client's text imitates Sendmail's, and the line names nobody"
+)
+# The verdict of a ruleset, which Sendmail writes right after relay=.
+_VERDICTS = (b"reject=", b"quarantine=")
 
 # (the words a message starts with, kind, note, words the client follows): the first that a
 # message starts with decides. "rejecting commands from" counts only with PREGREET after the
@@ -78,7 +89,7 @@ _DEFERRED = re.compile(rb"Deferred: (4[0-9][0-9])")
 _QUEUE_ID = re.compile(rb"(?:NOQUEUE|(?=[0-9A-Za-z]{3,20}: )[A-Za-z]*[0-9][0-9A-Za-z]*): ")
 
 __all__ = ["COMMAND_TIMEOUT", "NAME", "SILENT_END", "client", "line_time", "looks_like", "read",
-           "relay_address", "relay_value", "split_fields"]  # fmt: skip
+           "relay_address", "relay_value", "ruleset_relay", "split_fields"]  # fmt: skip
 
 
 def looks_like(lines: list[bytes]) -> bool:
@@ -139,7 +150,8 @@ def split_fields(message: bytes) -> list[bytes]:
 
 
 def relay_value(message: bytes, fields: list[bytes]) -> bytes | None:
-    """The value of the relay= field Sendmail wrote on a line of fields, or None."""
+    """The value of the relay= field Sendmail wrote on a line of fields, or None (also for a
+    ruleset= line where it cannot be told apart, see `ruleset_relay`)."""
     if message.startswith(b"from="):
         # Sendmail ends a from= line with relay= (after the msgid, which a client chose).
         at = message.rfind(b", relay=")
@@ -147,7 +159,27 @@ def relay_value(message: bytes, fields: list[bytes]) -> bytes | None:
             return None
         end = message.find(b", ", at + 8)
         return message[at + 8 : end if end >= 0 else len(message)]
+    if message.startswith(b"ruleset="):
+        at = ruleset_relay(fields)
+        return fields[at][6:] if at is not None and at >= 0 else None
     return next((field[6:] for field in fields if field.startswith(b"relay=")), None)
+
+
+def ruleset_relay(fields: list[bytes]) -> int | None:
+    """Where Sendmail's relay= field is among the fields of a ruleset= line, None for a line
+    with none, or -1 when it cannot be told apart from the client's text.
+
+    Sendmail writes `ruleset=R, arg1=A[, arg2=B], relay=..., reject=...` (or quarantine=),
+    with the client's text unbracketed in A, B and the reject text: its relay= is the only one
+    on the line and stands right before the verdict.
+    """
+    relays = [at for at, field in enumerate(fields) if field.startswith(b"relay=")]
+    if not relays:
+        return None
+    at = relays[0]
+    if len(relays) > 1 or at < 2 or at + 1 >= len(fields):
+        return -1
+    return at if fields[at + 1].startswith(_VERDICTS) else -1
 
 
 def relay_address(value: bytes) -> bytes | None:
@@ -170,6 +202,7 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
     now = book.now
     # key (latin-1 text) -> [last line's time, source] of the sessions this reader keeps open
     alive: dict[str, list] = engine.format_state.setdefault("sendmail_open", {})
+    origin = engine.origin  # the gateway of lines that name none
     last_stamp, last_when = b"", None
     newest = swept = None
     lines = parsed = ignored = skipped = after_now = 0
@@ -205,8 +238,8 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
             queue_id = _QUEUE_ID.match(message)
             if queue_id is not None:
                 message = message[queue_id.end() :]
-            outcome = _event(message, key=host + b" " + pid, when=when, engine=engine,
-                             alive=alive)  # fmt: skip
+            outcome = _event(message, key=(host or origin) + b" " + pid, when=when,
+                             engine=engine, alive=alive)  # fmt: skip
             if outcome is None:
                 skipped += 1
             elif outcome:
@@ -245,6 +278,8 @@ def _shape(message: bytes) -> tuple[str, str | None, bytes | None, list[bytes]] 
             return None  # the gateway's own TLS to a server: it names no client
         # A from= line has no reject= or stat= to read, and its relay= is found from its end.
         fields = [] if message.startswith(b"from=") else split_fields(message)
+        if message.startswith(b"ruleset=") and ruleset_relay(fields) == -1:
+            return AMBIGUOUS, None, None, fields
         value = relay_value(message, fields)
         if value is None or b"[" not in value:
             return None  # no relay, or a local one (relay=root@localhost, a local delivery)
@@ -275,6 +310,10 @@ def _event(message: bytes, *, key: bytes, when: float, engine: Engine,
         return False
     kind, note, raw, fields = shape
 
+    if kind == AMBIGUOUS:
+        engine.skip_because(AMBIGUOUS_RELAY)
+        _evidence(key, when, engine=engine, alive=alive, settled=False)
+        return None
     if kind == DELIVERY:
         server = engine.source(raw) if raw is not None else None
         if server is None:
@@ -296,7 +335,7 @@ def _event(message: bytes, *, key: bytes, when: float, engine: Engine,
     session = alive.get(name)
     if kind == CLOSE and session is None and book.repeated_end(key, when):
         return True  # the same closing line again (a log shipped twice)
-    reject = next((field[7:] for field in fields if field.startswith(b"reject=")), b"")
+    reject = _verdict(message, fields)
     code = _CODE.match(reject)
     if code is not None:
         engine.reply(source, int(code.group(1)))
@@ -316,6 +355,16 @@ def _event(message: bytes, *, key: bytes, when: float, engine: Engine,
             book.connect(key, when, source)
         book.disconnect(key, when, source)
     return True
+
+
+def _verdict(message: bytes, fields: list[bytes]) -> bytes:
+    """The reject= text of a line: on a ruleset= line the one right after Sendmail's relay=
+    (an earlier one is the client's text), on others the first."""
+    if message.startswith(b"ruleset="):
+        at = ruleset_relay(fields)
+        verdict = fields[at + 1] if at is not None and at >= 0 else b""
+        return verdict[7:] if verdict.startswith(b"reject=") else b""
+    return next((field[7:] for field in fields if field.startswith(b"reject=")), b"")
 
 
 def _evidence(key: bytes, when: float, *, engine: Engine, alive: dict[str, list],

@@ -94,10 +94,11 @@ class SessionBook:
                     self.ended[index] = (min(when, end), end, known if known else source)
                     self.counts["start_unknown"] -= 1
                     return
-        if self.repeated_start(key, when):
-            return
         previous = self.open_sessions.get(key)
         if previous is not None:
+            # A start line read again (a log shipped twice) always has its session open.
+            if self.repeated_start(key, when):
+                return
             # The pid logged a new connect before the old session's disconnect: the old
             # session ended somewhere after the last line we saw from it, but not later.
             self.counts["ended_unknown"] += 1
@@ -154,10 +155,11 @@ class SessionBook:
             session[_TENTATIVE] = when
 
     def disconnect(self, key: Hashable, when: float, source: str | None) -> None:
-        if self.repeated_end(key, when):
-            return
         session = self.open_sessions.pop(key, None)
         if session is None:
+            # An end line read again (a log shipped twice) never has a session open.
+            if self.repeated_end(key, when):
+                return
             # Its connect lies before the first line read of this host's log (the start of
             # the file where the host first appeared): it lasted at least from there. Another
             # gateway's log, read before or after, says nothing about it.

@@ -4,7 +4,10 @@
 host (a file written by the gateway itself has none) or a pid. `expand_repeats` wraps a file
 handle and gives back the lines that a logger folded:
 - rsyslog's `<header> message repeated 3 times: [ <message>]` becomes the message 3 times
-  (rsyslog wrote the first occurrence before, as its own line);
+  (rsyslog wrote the first occurrence before, as its own line); only a message that begins
+  with these words right after the syslog header (`program[pid]: `) is a fold, so that a
+  line without that header (an MTA's own file) or a message quoting a client's text is never
+  unfolded;
 - sysklogd's `<stamp> <host> last message repeated 3 times` becomes the host's previous line
   3 times, with this line's timestamp.
 A fold of more than MAX_REPEATS is taken as MAX_REPEATS: a corrupt count must not stall the
@@ -26,7 +29,9 @@ _SYSLOG = re.compile(
     rb"|[0-9]{4}-[0-9][0-9]-[0-9][0-9]T[^ ]+)"
     rb" (?:([^ \[\]:]+) )?([^ \[\]:]+)(?:\[([0-9]+)\])?: "
 )
-_REPEATED = re.compile(rb"(.*?: )message repeated ([0-9]{1,12}) times: \[ ?(.*?)\][ \r\n]*\Z", re.S)
+# rsyslog's fold, right after a syslog header: only there is it the logger's and not the text of
+# a message (a client's words quoted in it).
+_REPEATED = re.compile(rb"message repeated ([0-9]{1,12}) times: \[ ?(.*?)\][ \r\n]*\Z", re.S)
 _LAST_REPEATED = re.compile(
     rb"(" + _CLOCK + rb" )(?:([^ ]+) )?last message repeated ([0-9]{1,12}) times"
 )
@@ -47,31 +52,32 @@ def expand_repeats(handle: Iterable[bytes]) -> Iterator[bytes]:
     """The lines of `handle`, with the folds of a logger unfolded (see the module text)."""
     previous: dict[bytes, bytes] = {}  # host -> its last line that was not a fold
     for line in handle:
-        if b"repeated " not in line:
-            stamp = _STAMP.match(line)
-            if stamp is not None:
-                host = line[stamp.end() :].split(b" ", 1)[0]
-                if host[-1:] == b":" or b"[" in host:
-                    host = b""  # no host: the word after the stamp is the program
-                previous[host] = line
-            yield line
-            continue
-        folded = _REPEATED.match(line)
-        if folded is not None:
-            head, times, message = folded.groups()
-            once = head + message + b"\n"
-            for _ in range(min(int(times), MAX_REPEATS)):
-                yield once
-            continue
-        last = _LAST_REPEATED.match(line)
-        if last is not None:
-            stamp_text, host, times = last.groups()
-            original = previous.get(host or b"")
-            if original is None:
-                yield line  # nothing to repeat: the reader counts it as a line it skips
+        if b"repeated " in line:
+            header = _SYSLOG.match(line)
+            folded = _REPEATED.match(line, header.end()) if header is not None else None
+            if folded is not None:
+                times, message = folded.groups()
+                once = line[: header.end()] + message + b"\n"
+                for _ in range(min(int(times), MAX_REPEATS)):
+                    yield once
                 continue
-            again = stamp_text + original[_STAMP.match(original).end() :]
-            for _ in range(min(int(times), MAX_REPEATS)):
-                yield again
-            continue
+            last = _LAST_REPEATED.match(line)
+            if last is not None:
+                stamp_text, host, times = last.groups()
+                original = previous.get(host or b"")
+                if original is None:
+                    yield line  # nothing to repeat: the reader counts it as a line it skips
+                    continue
+                again = stamp_text + original[_STAMP.match(original).end() :]
+                for _ in range(min(int(times), MAX_REPEATS)):
+                    yield again
+                continue
+
+        # A line of its own (also one whose message only quotes a fold's words).
+        stamp = _STAMP.match(line)
+        if stamp is not None:
+            host = line[stamp.end() :].split(b" ", 1)[0]
+            if host[-1:] == b":" or b"[" in host:
+                host = b""  # no host: the word after the stamp is the program
+            previous[host] = line
         yield line

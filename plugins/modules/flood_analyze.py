@@ -23,10 +23,15 @@ options:
   paths:
     description:
       - Log files or glob patterns. C(.gz) files are read transparently.
-      - A rotated family (C(mail.log.2.gz), C(mail.log.1), C(mail.log), or Postfix's dated
-        C(mail.log.20261203-161500.gz)) is read oldest first and sessions continue across
-        its files.
+      - A rotated family (C(mail.log.2.gz), C(mail.log.1), C(mail.log), Postfix's dated
+        C(mail.log.20261203-161500.gz), or an ESA's C(mail_logs.@20261203T101530.s) next to
+        its current C(.c) file) is read oldest first and sessions continue across its files.
       - A missing file or a pattern that matches nothing fails the task, naming it.
+      - A file named twice, through a symlink, or copied under another name (the same size,
+        first and last 4 KiB) is read once; a copy is left out with a warning naming both.
+      - Lines that name no gateway host (an ESA's or Exim's own file, Postfix's
+        C(maillog_file)) pair sessions only within their rotated family, so that two gateways'
+        files never share a session; give each gateway's files one family.
     type: list
     elements: str
     required: true
@@ -170,7 +175,8 @@ options:
         or compressed by the rotation), are read on from where the last run stopped.
         Anything else falls back to a full read and says why in RV(state.full_read), such as a
         file gone, shortened or rewritten, an older file added, another O(format), O(timezone) or
-        O(year), a window reaching before the last run's, or O(now) before it.
+        O(year), O(servers) set or emptied (Postfix deliveries are read only with servers), a
+        window reaching before the last run's, or O(now) before it.
       - A last line still being written (without its newline) is left for the next run.
       - Not written in check mode, and not when a file could not be read to its end or when
         lines lie after O(now); the next run then goes on from the previous state.
@@ -185,14 +191,14 @@ options:
         V(client.ip) reaches into nested objects when no field has that exact name; V(null)
         turns a role off. Roles left out keep their defaults.
       - C(time) (default V(time), V(timestamp), V(@timestamp), V(ts)), ISO 8601 text or epoch
-        seconds (larger numbers are milli-, micro- or nanoseconds); C(source) (V(src),
-        V(source), V(src_ip), V(client_ip)), the client's address, also as C(address:port) or
-        C([address]:port); C(session) (V(session), V(session_id), V(sid)); C(event)
-        (V(event), V(action)); C(risk) (V(risk)), in percent; C(destination) (V(server),
-        V(relay)), the internal server the gateway passes the session to, which makes the line
-        also a gateway-to-server session of the same id; C(reply) (V(reply), V(code)), an SMTP
-        reply whose 4xx counts for the destination when the line has one, else for the source;
-        C(host) (off), the gateway that wrote the line.
+        seconds (larger numbers are milli-, micro- or nanoseconds); C(source) (V(src), V(source),
+        V(src_ip), V(client_ip)), the client's address, also as C(address:port) or C([address]:port)
+        (IPv6 with a port only in brackets: an unbracketed C(2001:db8::3:25) is read whole, as that
+        address); C(session) (V(session), V(session_id), V(sid)); C(event) (V(event), V(action));
+        C(risk) (V(risk)), in percent; C(destination) (V(server), V(relay)), the internal server the
+        gateway passes the session to, which makes the line also a gateway-to-server session of the
+        same id; C(reply) (V(reply), V(code)), an SMTP reply whose 4xx counts for the destination
+        when the line has one, else for the source; C(host) (off), the gateway that wrote the line.
       - Every line needs a time and a source or destination; a session event also needs a
         session. Other lines are counted in RV(stats.skipped).
     type: dict
@@ -249,7 +255,9 @@ notes:
     for the server and, through the queue id's C(client=), for the source of the message.
     4xx replies to clients (C(reject:) lines, connection limits) count per source.
   - Every reader undoes the folds of a logger, rsyslog's C(message repeated N times) and
-    sysklogd's C(last message repeated N times) count as N lines each (at most 10,000).
+    sysklogd's C(last message repeated N times) count as N lines each (at most 10,000). A fold
+    is only one right after the syslog header: the same words inside a message (a client's
+    text) or in an MTA's own file are read as the line they are.
   - A session counts in the window when any part of it lies inside. Its duration is its
     whole length, or its age at O(now) when it is still open. A session whose pid logs a new
     connect before its disconnect ends at the last line seen from it.
@@ -263,7 +271,9 @@ notes:
     format; C(repeated_lines) in RV(stats) counts the copies.
   - Only what the gateway itself wrote names a source, never text a client sent (a HELO name,
     a quoted command, a sender, a message id); that is Sendmail's own C(relay=) field, and
-    Exim's own C(H=) and C(D=) fields.
+    Exim's own C(H=) and C(D=) fields. A Sendmail C(ruleset=) line with more than one
+    C(relay=) field (a rule's argument imitating it) names nobody and is skipped with a
+    warning; Exim's verdict words count only outside C(<...>) and C("...").
   - Run it on the log host itself for large logs and bring back only the result; with
     O(state_path) a cycle reads only the lines written since the last.
   - C(exim) reads an Exim main log written with C(log_selector = +smtp_connection) (add

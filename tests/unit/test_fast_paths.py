@@ -37,6 +37,12 @@ LINES = [
     b"Dec  3 09:59:00 mx1 postfix/smtpd[100]: ]: twice ]: in the message\n",
     b"Dec  3 09:59:00 mx1 postfix/smtpd[100]: \n",
     b"Dec  3 09:59:00 mx1 postfix/smtpd[100]: no newline",
+    b"Dec  3 09:59:00 mx1 postfix/smtpd[100]: \r\n",
+    b"Dec  3 09:59:00 mx1 postfix/smtpd[100]: \n\r\n\r",
+    b"Dec  3 09:59:00 mx1 postfix/smtpd[100]: a\rcarriage return inside\r\r\n",
+    b"Dec  3 09:59:00 mx1 postfix/smtpd[100]: a\nnewline inside\n",
+    b"Dec  3 09:59:00 mx1 postfix/smtpd[100]: \x00\xff bytes\n",
+    b"Dec  3 09:59:00 mx1 postfix/smtpd[100]: ",
     # Shapes the shortcut leaves to split_line.
     b"Dec  3 09:59:00 postfix/smtpd[100]: no host\n",
     b"Dec  3 09:59:00 mx1 extra postfix/smtpd[100]: two words before the program\n",
@@ -68,8 +74,9 @@ def _split_by_shortcut(line: bytes):
     shape = _postfix._COMMON_LINE.match(line)
     if shape is None:
         return None
-    stamp, key, program = shape.group(1, 2, 3)
-    return stamp, key, program, line[shape.end() :].rstrip(b"\r\n")
+    stamp, key, host, program, message = shape.groups(b"")
+    assert host == key.partition(b" ")[0]  # the host, as the reader would cut it off the key
+    return stamp, key, program, message
 
 
 @pytest.mark.parametrize("line", LINES)

@@ -22,7 +22,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions impo
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps import (
     TimestampParser,
 )
-from support.logs import NOW, sessions_of
+from support.logs import NOW, run_analysis, sessions_of, write_bytes
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "formats"
 ANY = {"name": "any", "min_duration": 0, "min_sessions": 1, "min_risk": 0}
@@ -425,3 +425,72 @@ def test_a_delivery_s_server_is_exim_s_h_not_the_recipient_and_an_absurd_dt_adds
 
     assert sessions_of(engine.servers) == {"10.0.0.5": (1, 4.0, 0)}
     assert engine.stats.bad_fields == 1
+
+
+# An ACL's verdict on a connection the start line opened: what the sender address (F=<...>, the
+# client's text) holds must not decide it.
+VERDICT_OPEN = b"2026-12-03 09:40:00 SMTP connection from [192.0.2.9]:1400 I=[198.51.100.1]:25 " \
+               b"(TCP/IP connection count = 1)"  # fmt: skip
+VERDICT = b"2026-12-03 09:40:05 H=(bot.example) [192.0.2.9]:1400 I=[198.51.100.1]:25 F=<%s> " \
+          b"rejected RCPT <u@elsewhere.example>: relay not permitted"  # fmt: skip
+SENDERS = {
+    "plain": b"x@bot.example",
+    "connection verdict quoted": b'"x rejected connection in "@bot.example',
+    "tempfail verdict quoted": b'"a temporarily rejected "@b.example',
+    "verdict with escaped quote": b'"x\\" rejected connection in \\""@bot.example',
+    "verdict in brackets of the local part": b'"<x> rejected connection in <y>"@bot.example',
+}
+
+
+@pytest.mark.parametrize("sender", SENDERS.values(), ids=SENDERS)
+def test_exim_s_verdict_words_count_only_outside_the_client_s_sender_address(sender):
+    engine = feed(VERDICT_OPEN, VERDICT.replace(b"%s", sender))
+
+    assert sessions_of(engine.book) == {"192.0.2.9": (1, 1200.0, 1)}
+    assert engine.replies == {}
+    assert engine.notes == {}
+    assert (engine.stats.parsed, engine.stats.ignored, engine.stats.skipped) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("sender", [b"x@bot.example", b'"x rejected connection in "@bot.example'],
+                         ids=["plain", "verdict quoted"])  # fmt: skip
+def test_a_sender_imitating_a_refused_connection_keeps_its_long_session_a_candidate(
+    tmp_path, sender
+):
+    path = write_bytes(tmp_path / "mainlog", b"\n".join(
+        [VERDICT_OPEN, VERDICT.replace(b"%s", sender),
+         b"2026-12-03 09:59:59 Start queue run: pid=4242", b""]
+    ))  # fmt: skip
+    rule = {"name": "cond2", "min_duration": 200, "min_sessions": 1, "min_risk": 0}
+
+    result = run_analysis(path, format="exim", window=1800.0, capacity=10, rules=[rule])
+
+    assert [candidate["ip"] for candidate in result["candidates"]] == ["192.0.2.9"]
+    assert result["occupancy"]["current_sessions"] == 1
+    assert result["attack"]["numbers"]["tempfails"] == 0
+
+
+def test_exim_s_own_verdicts_after_a_sender_address_still_count():
+    refused = VERDICT.replace(b"%s", b"x@bot.example").replace(
+        b"rejected RCPT <u@elsewhere.example>: relay not permitted",
+        b'rejected connection in "connect" ACL: listed',
+    )
+    delayed = VERDICT.replace(b"%s", b'"a>b"@bot.example').replace(
+        b"rejected RCPT", b"temporarily rejected RCPT"
+    )
+
+    engine = feed(VERDICT_OPEN, delayed, refused)
+
+    assert sessions_of(engine.book) == {"192.0.2.9": (1, 5.0, 0)}
+    assert engine.replies == {"192.0.2.9": {"421": 0, "4xx": 1}}
+    assert engine.notes == {"192.0.2.9": {"rejected": 1}}
+
+
+def test_a_fold_imitated_in_exim_s_own_file_is_one_line():
+    line = b"2026-12-03 09:50:00 rejected EHLO from [192.0.2.9]:1000 I=[198.51.100.1]:25: " \
+           b"syntactically invalid argument(s): x: message repeated 999999999999 times: " \
+           b"[]"  # fmt: skip
+
+    engine = feed(*[line] * 300)
+
+    assert engine.stats.lines == 300

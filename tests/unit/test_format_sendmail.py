@@ -344,3 +344,72 @@ def test_a_local_sender_names_no_client_and_is_no_fault():
 
     assert sessions_of(engine.book) == {}
     assert (engine.stats.parsed, engine.stats.ignored, engine.stats.skipped) == (0, 1, 0)
+
+
+# The review's input: a ruleset's arg1 (a message id the client chose) written unbracketed
+# before Sendmail's own relay=, imitating a relay= and a reject= of another address.
+STARTTLS = b"STARTTLS=server, relay=bot.example [192.0.2.9], version=TLSv1.3, verify=NO, " \
+           b"cipher=TLS_AES_256_GCM_SHA384, bits=256/256"  # fmt: skip
+IMITATED = b"w23NZFZk014900: ruleset=check_mid, arg1=x, relay=mx.partner.example [203.0.113.5]," \
+           b" reject=553 5.0.0 Bad Message-Id, relay=bot.example [192.0.2.9], reject=553 5.0.0 " \
+           b"Bad Message-Id"  # fmt: skip
+ACCEPTED = b"w23NZFZk014900: from=<a@b.example>, size=1, class=0, nrcpts=1, msgid=<x@y>, " \
+           b"proto=ESMTP, daemon=MTA, relay=bot.example [192.0.2.9]"  # fmt: skip
+
+
+def test_a_ruleset_argument_imitating_a_relay_field_names_nobody_and_splits_no_session():
+    lines = []
+    for pid in (b"200", b"201", b"202", b"203", b"204"):
+        lines += [at(b"09:50:00", pid, STARTTLS), at(b"09:50:01", pid, IMITATED),
+                  at(b"09:50:02", pid, ACCEPTED)]  # fmt: skip
+
+    engine = feed(*lines)
+
+    assert sessions_of(engine.book) == {"192.0.2.9": (5, 600.0, 5)}
+    assert engine.replies == {}
+    assert (engine.stats.parsed, engine.stats.ignored, engine.stats.skipped) == (10, 0, 5)
+    assert list(engine.skip_reasons.values()) == [5]
+    assert "relay=" in next(iter(engine.skip_reasons))
+
+
+# ruleset= lines: `ruleset=R, arg1=A[, arg2=B], relay=..., reject=...`, and what the client's
+# arg1, arg2 or reject text may hold. (text, the client, whether the line is skipped)
+RULESETS = {
+    "check_rcpt": (b"ruleset=check_rcpt, arg1=<u@campus.example>, relay=bot.example "
+                   b"[192.0.2.9], reject=450 4.7.1 <u@campus.example>... try later",
+                   "192.0.2.9", False),
+    "with arg2": (b"ruleset=check_compat, arg1=<a@b.example>, arg2=<u@campus.example>, "
+                  b"relay=bot.example [192.0.2.9], reject=450 4.7.1 later", "192.0.2.9", False),
+    "quarantine": (b"ruleset=check_eoh, arg1=x, relay=bot.example [192.0.2.9], quarantine=held",
+                   "192.0.2.9", False),
+    "arg1 imitating arg2": (b"ruleset=check_mid, arg1=x, arg2=y, relay=bot.example [192.0.2.9],"
+                            b" reject=450 4.7.1 later", "192.0.2.9", False),
+    "relay in arg1": (b"ruleset=check_mid, arg1=x, relay=m [203.0.113.5], reject=450 4.0.0 y, "
+                      b"relay=bot.example [192.0.2.9], reject=450 4.0.0 y", None, True),
+    "relay in arg2": (b"ruleset=check_compat, arg1=<a@b.example>, arg2=y, relay=m [203.0.113.5]"
+                      b", relay=bot.example [192.0.2.9], reject=450 4.0.0 y", None, True),
+    "relay in the reject text": (b"ruleset=check_mid, arg1=x, relay=bot.example [192.0.2.9], "
+                                 b"reject=450 4.0.0 y, relay=m [203.0.113.5]", None, True),
+    "relay after arg1's reject": (b"ruleset=check_mid, arg1=x, reject=450 y, relay=bot.example "
+                                  b"[192.0.2.9], reject=450 4.0.0 y", "192.0.2.9", False),
+    "relay not before the verdict": (b"ruleset=check_mid, arg1=x, relay=m [203.0.113.5], y=z",
+                                     None, True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "client", "skipped"), RULESETS.values(), ids=RULESETS)
+def test_a_ruleset_line_names_the_client_only_by_sendmail_s_relay_field(text, client, skipped):
+    engine = feed(at(b"09:50:00", b"905", b"w23NZFZk014900: " + text))
+
+    assert sessions_of(engine.book) == ({client: (1, 600.0, 1)} if client else {})
+    assert set(engine.replies) == ({client} if client and b"=450" in text else set())
+    assert (engine.stats.parsed, engine.stats.skipped) == ((0, 1) if skipped else (1, 0))
+
+
+def test_a_fold_imitated_in_a_msgid_keeps_its_line():
+    engine = feed(at(b"09:50:00", b"300", b"w23NZFZk014900: from=<a@b.example>, size=1, class=0, "
+                     b"nrcpts=1, msgid=<x: message repeated 999999 times: [ y>, proto=ESMTP, "
+                     b"daemon=MTA, relay=bot.example [192.0.2.9]"))  # fmt: skip
+
+    assert engine.stats.lines == 1
+    assert sessions_of(engine.book) == {"192.0.2.9": (1, 600.0, 1)}

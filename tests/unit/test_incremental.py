@@ -227,6 +227,7 @@ FULL_READS = [
     pytest.param(_nothing, {"window": "2h"}, "window reaches before", id="longer-window"),
     pytest.param(_nothing, {"now": NOW - 1000}, "window reaches before", id="earlier-now"),
     pytest.param(_damaged_state, {}, "unreadable", id="damaged-state"),
+    pytest.param(_nothing, {"servers": ["10.0.0.5"]}, "servers", id="servers-set"),
 ]
 
 
@@ -247,6 +248,25 @@ def test_a_state_that_does_not_fit_the_files_falls_back_to_a_full_read(
 
     assert again["state"]["resumed"] is False
     assert reason in again["state"]["full_read"]
+    assert _comparable(again) == _comparable(full)
+
+
+def test_servers_set_after_a_run_without_them_count_the_deliveries_read_before(tmp_path):
+    state, live = tmp_path / "state.json", tmp_path / "mail.log"
+    log = PostfixLog()
+    log.session("192.0.2.30", start=NOW - 900, duration=5, pid=700)
+    log.line(NOW - 890, "3A1AF21E65F: to=<u@campus.example>, relay=mail.campus.example"
+                        "[10.0.0.5]:25, delay=3.5, delays=0.5/0/1.2/1.8, dsn=2.0.0, status=sent "
+                        "(250 2.0.0 Ok)", pid=900, program="postfix/smtp")  # fmt: skip
+    log.write(live)
+    _analysis([live], state=state, now=NOW - 600)
+    _append(live, PostfixLog().connect(NOW - 100, "192.0.2.31", pid=701).data())
+
+    again, _ = _analysis([live], state=state, servers=["10.0.0.5"])
+    full, _ = _analysis([live], servers=["10.0.0.5"])
+
+    assert again["state"]["resumed"] is False
+    assert again["servers"][0]["sessions"] == full["servers"][0]["sessions"] == 1
     assert _comparable(again) == _comparable(full)
 
 

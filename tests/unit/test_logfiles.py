@@ -49,6 +49,18 @@ FAMILIES = [
         id="newsyslog-from-zero",
     ),
     pytest.param(
+        ["mail_logs.@20261203T101530.c", "mail_logs.@20261201T000000.s",
+         "mail_logs.@20261202T120000.s"],
+        [["mail_logs.@20261201T000000.s", "mail_logs.@20261202T120000.s",
+          "mail_logs.@20261203T101530.c"]],
+        id="asyncos-rollover",
+    ),
+    pytest.param(
+        ["mail.@20261202T120000.s", "mail.current"],
+        [["mail.@20261202T120000.s", "mail.current"]],
+        id="asyncos-current",
+    ),
+    pytest.param(
         ["mail.log", "mail.log.1", "mail.err", "mail.err.1"],
         [["mail.err.1", "mail.err"], ["mail.log.1", "mail.log"]],
         id="two-families",
@@ -72,6 +84,9 @@ def test_glob_groups_rotated_families_oldest_first(tmp_path, files, families):
         (b"/var/log/mail.log.20261203-161500.gz", b"/var/log/mail.log", True),
         (b"/var/log/mail.log-20261203", b"/var/log/mail.log", True),
         (b"/srv/2016.05.12/maillog", b"/srv/2016.05.12/maillog", False),
+        (b"/esa/mail_logs.@20261203T101530.s", b"/esa/mail_logs", True),
+        (b"/esa/mail_logs.@20261203T101530.current", b"/esa/mail_logs", True),
+        (b"/esa/mail_logs.current", b"/esa/mail_logs", False),
     ],
 )
 def test_rotation_order_names_the_family_and_place(name, base, older_than_live):
@@ -260,3 +275,158 @@ def test_sessions_open_where_a_gzip_breaks_off_do_not_pair_across_the_gap(tmp_pa
     assert result["stats"]["ended_unknown"] >= 60
     assert by_source(result)["203.0.113.7"]["longest_session"] < 200
     assert any("broke off" in warning for warning in warnings)
+
+
+# -- logs whose lines name no host ---------------------------------------------------------------
+
+# Two gateways' own files, whose lines name no host: (format, file name, the first gateway's
+# line opening a session of 192.0.2.9 at 09:10, the second's line of the same session key at
+# 09:51, which must not end it).
+HOSTLESS = {
+    "cisco_esa": ("cisco_esa", "mail_logs",
+                  b"Thu Dec  3 09:10:00 2026 Info: New SMTP ICID 100 interface Data 1 "
+                  b"(198.51.100.10) address 192.0.2.9 reverse dns host unknown verified no",
+                  b"Thu Dec  3 09:51:00 2026 Info: ICID 100 close"),
+    "postfix maillog_file": ("postfix", "mail.log",
+                             b"Dec 03 09:10:00 postfix/smtpd[100]: connect from unknown[192.0.2.9]",
+                             b"Dec 03 09:51:00 postfix/smtpd[100]: disconnect from "
+                             b"unknown[203.0.113.7]"),
+    "exim": ("exim", "mainlog",
+             b"2026-12-03 09:10:00 SMTP connection from [192.0.2.9]:1400 I=[198.51.100.1]:25 "
+             b"(TCP/IP connection count = 1)",
+             b"2026-12-03 09:51:00 SMTP connection from [192.0.2.9]:1400 I=[198.51.100.2]:25 "
+             b"closed by QUIT"),
+    "sendmail": ("sendmail", "maillog",
+                 b"Dec  3 09:10:00 sm-mta[200]: STARTTLS=server, relay=x [192.0.2.9], "
+                 b"version=TLSv1.3, verify=NO, cipher=TLS_AES_256_GCM_SHA384, bits=256/256",
+                 b"Dec  3 09:51:00 sm-mta[200]: w23NZFZk014901: lost input channel from y "
+                 b"[203.0.113.7] to MTA after rcpt"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "name", "first", "second"), HOSTLESS.values(), ids=HOSTLESS)
+def test_logs_without_hosts_keep_their_sessions_apart_by_rotated_family(tmp_path, fmt, name,
+                                                                       first, second):
+    for gateway, line in (("gw1", first), ("gw2", second)):
+        (tmp_path / gateway).mkdir()
+        (tmp_path / gateway / name).write_bytes(line + b"\n")
+
+    result = run_analysis(tmp_path / "gw*" / name, format=fmt, window=86400.0)
+
+    session = by_source(result)["192.0.2.9"]
+    assert (session["open_sessions"], session["longest_session"]) == (1, 3000)
+    assert result["stats"]["ended_unknown"] == 0
+
+
+@pytest.mark.parametrize(("fmt", "name", "first", "second"), HOSTLESS.values(), ids=HOSTLESS)
+def test_a_session_without_host_open_across_state_path_runs_ends_in_its_own_family(
+    tmp_path, fmt, name, first, second
+):
+    state = tmp_path / "state.json"
+    for gateway in ("gw1", "gw2"):
+        (tmp_path / gateway).mkdir()
+    (tmp_path / "gw1" / name).write_bytes(first + b"\n")
+    (tmp_path / "gw2" / name).write_bytes(second + b"\n")
+    options = {"format": fmt, "window": 86400.0}
+    run_analysis(tmp_path / "gw*" / name, state_path=str(state), **options)
+    end = {"cisco_esa": b"Thu Dec  3 09:55:00 2026 Info: ICID 100 close",
+           "postfix": b"Dec 03 09:55:00 postfix/smtpd[100]: disconnect from unknown[192.0.2.9]",
+           "exim": b"2026-12-03 09:55:00 SMTP connection from [192.0.2.9]:1400 "
+                   b"I=[198.51.100.1]:25 closed by QUIT",
+           "sendmail": b"Dec  3 09:55:00 sm-mta[200]: w23NZFZk014900: lost input channel from x "
+                       b"[192.0.2.9] to MTA after rcpt"}[fmt]  # fmt: skip
+    with open(tmp_path / "gw1" / name, "ab") as handle:
+        handle.write(end + b"\n")
+
+    again = run_analysis(tmp_path / "gw*" / name, state_path=str(state), **options)
+    full = run_analysis(tmp_path / "gw*" / name, **options)
+
+    assert again["state"]["resumed"] is True
+    assert by_source(again)["192.0.2.9"]["longest_session"] == 2700
+    assert by_source(again) == by_source(full)
+
+
+def test_a_log_moved_elsewhere_since_the_state_was_written_is_read_in_full(tmp_path):
+    fmt, name, first, _ = HOSTLESS["cisco_esa"]
+    state, old, new = tmp_path / "state.json", tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    (old / name).write_bytes(first + b"\n")
+    run_analysis(old / name, format=fmt, state_path=str(state))
+    old.rename(new)
+    with open(new / name, "ab") as handle:
+        handle.write(b"Thu Dec  3 09:55:00 2026 Info: ICID 100 close\n")
+
+    again = run_analysis(new / name, format=fmt, state_path=str(state))
+
+    assert "in another place" in again["state"]["full_read"]
+    assert by_source(again)["192.0.2.9"]["longest_session"] == 2700
+
+
+# -- the same log under two names ---------------------------------------------------------------
+
+
+def _copy_of(data: bytes) -> bytes:
+    return data
+
+
+def _other_gateway(data: bytes) -> bytes:
+    return data.replace(b" mx1 ", b" mx2 ")  # the same size, another log
+
+
+def _changed_at_the_end(data: bytes) -> bytes:
+    return data[:-2] + b"9\n"  # the same size and beginning, another last line
+
+
+COPIES = [
+    pytest.param(_copy_of, True, id="byte-identical-copy"),
+    pytest.param(_other_gateway, False, id="same-size-other-log"),
+    pytest.param(_changed_at_the_end, False, id="same-beginning-other-end"),
+]
+
+
+@pytest.mark.parametrize(("second", "copy"), COPIES)
+def test_a_copy_of_a_log_under_another_name_is_read_once_and_named(tmp_path, second, copy):
+    log = PostfixLog()
+    log.sessions("192.0.2.1", 200, start=NOW - 900, duration=30)  # beyond the 4 KiB compared
+    data = log.data()
+    (tmp_path / "mail.log").write_bytes(data)
+    (tmp_path / "copy.log").write_bytes(second(data))
+    warnings: list[str] = []
+
+    result = run_analysis(tmp_path / "mail.log", tmp_path / "copy.log", warnings=warnings)
+
+    said = [warning for warning in warnings if "same content" in warning]
+    if copy:
+        assert by_source(result)["192.0.2.1"]["sessions"] == 200
+        assert [os.path.basename(path) for path in result["stats"]["files"]] == ["copy.log"]
+        assert len(said) == 1 and "mail.log" in said[0] and "copy.log" in said[0]
+    else:
+        assert len(result["stats"]["files"]) == 2
+        assert said == []
+
+
+def test_empty_files_are_no_copies_of_each_other(tmp_path):
+    _touch(tmp_path, "mail.log", "other.log")
+    warnings: list[str] = []
+
+    result = run_analysis(tmp_path / "mail.log", tmp_path / "other.log", warnings=warnings)
+
+    assert len(result["stats"]["files"]) == 2
+
+
+def test_an_esa_session_across_a_rollover_is_one_session(tmp_path):
+    """AsyncOS saves mail_logs.@<start>.s at a rollover and writes on in a new .c file: one
+    log, so a connection opened before the rollover closes in the next file."""
+    (tmp_path / "mail_logs.@20261203T080000.s").write_bytes(
+        b"Thu Dec  3 09:10:00 2026 Info: New SMTP ICID 100 interface Data 1 (198.51.100.10) "
+        b"address 192.0.2.9 reverse dns host unknown verified no\n"
+    )
+    (tmp_path / "mail_logs.@20261203T093000.c").write_bytes(
+        b"Thu Dec  3 09:51:00 2026 Info: ICID 100 close\n"
+    )
+
+    result = run_analysis(tmp_path / "mail_logs.*", format="cisco_esa", window=86400.0)
+
+    session = by_source(result)["192.0.2.9"]
+    assert (session["sessions"], session["open_sessions"]) == (1, 0)
+    assert session["longest_session"] == 2460

@@ -184,6 +184,12 @@ GATEWAY_REPLIES = {
     "concurrency limit": ("warning: Connection concurrency limit exceeded: 51 from "
                           "unknown[192.0.2.5] for service smtp", {"421": 1, "4xx": 1},
                           {"connection_limit": 1}),
+    "milter 451": ("NOQUEUE: milter-reject: RCPT from unknown[192.0.2.5]: 451 4.7.1 "
+                   "Greylisting in action; from=<a@example.net> to=<b@example.com> proto=ESMTP "
+                   "helo=<x>", {"421": 0, "4xx": 1}, {}),
+    "queue id 450": ("4F9D21E65F: reject: DATA from unknown[192.0.2.5]: 450 4.7.1 try later; "
+                     "from=<a@example.net> to=<b@example.com> proto=ESMTP helo=<x>",
+                     {"421": 0, "4xx": 1}, {}),
     "554": ("NOQUEUE: reject: RCPT from unknown[192.0.2.5]: 554 5.7.1 Service unavailable; "
             "Client host [192.0.2.5] blocked", None, {}),
 }  # fmt: skip
@@ -202,6 +208,49 @@ def test_the_gateways_temporary_failures_count_per_source(message, counted, note
     assert engine.notes == ({CLIENT: notes} if notes else {})
     assert durations(engine.book) == {CLIENT: [10.0]}
     assert (engine.stats.parsed, engine.stats.skipped) == (3 if counted else 2, 0)
+
+
+# What a client sent, quoted in smtpd's own lines, imitating a reject or a limit of another
+# address: only a message that begins with Postfix's words counts.
+IMITATED_REPLIES = {
+    "reject after a non-SMTP command": "warning: non-SMTP command from unknown[192.0.2.5]: GET "
+                                       "/reject: RCPT from x[203.0.113.5]: 421 x",
+    "queue id reject after a command": "warning: non-SMTP command from unknown[192.0.2.5]: "
+                                       "NOQUEUE: reject: RCPT from x[203.0.113.5]: 450 x",
+    "limit after a non-SMTP command": "warning: non-SMTP command from unknown[192.0.2.5]: GET "
+                                      "/x limit exceeded: 1 from x[203.0.113.5] for service smtp",
+    "reject in a helo": "lost connection after EHLO from unknown[192.0.2.5]: reject: RCPT "
+                        "from x[203.0.113.5]: 421 x",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("message", IMITATED_REPLIES.values(), ids=IMITATED_REPLIES)
+def test_a_reject_or_limit_in_a_client_s_text_counts_for_nobody(message):
+    log = PostfixLog()
+    log.session(CLIENT, start=NOW - 60, duration=10, pid=100)
+    log.line(NOW - 55, message, pid=100)
+
+    engine = read_engine(log)
+
+    assert engine.replies == {}
+    assert engine.notes == {}
+    assert durations(engine.book) == {CLIENT: [10.0]}
+
+
+def test_the_review_s_imitated_421_storm_gives_no_421(tmp_path):
+    lines = b"".join([
+        b"Dec  3 09:50:00 mx postfix/smtpd[100]: connect from unknown[192.0.2.9]\n",
+        b"Dec  3 09:50:00 mx postfix/smtpd[100]: warning: non-SMTP command from "
+        b"unknown[192.0.2.9]: GET /reject: RCPT from x[203.0.113.5]: 421 x\n",
+        b"Dec  3 09:50:00 mx postfix/smtpd[100]: disconnect from unknown[192.0.2.9]\n",
+    ] * 25)  # fmt: skip
+    (tmp_path / "mail.log").write_bytes(lines)
+
+    result = run_analysis(tmp_path / "mail.log", format="postfix", capacity=10)
+
+    assert result["attack"]["numbers"]["replies_421"] == 0
+    assert result["attack"]["numbers"]["tempfails"] == 0
+    assert result["attack"]["kinds"] == []
 
 
 def test_postscreen_reject_counts_its_temporary_failure():

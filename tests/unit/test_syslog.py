@@ -158,3 +158,31 @@ def test_a_broken_rsyslog_fold_is_passed_on_as_it_is():
     fold = b"Mar  4 14:21:09 mx1 sendmail[5]: message repeated 3 times: no brackets\n"
 
     assert _expand(LINE, fold) == [LINE, fold]
+
+
+# Text a client chose that reads like a fold: only a syslog message that begins with
+# "message repeated" is one.
+NOT_FOLDS = {
+    "exim's own file": b"2026-12-03 09:50:00 rejected EHLO from [192.0.2.9]:1000 "
+                       b"I=[198.51.100.1]:25: syntactically invalid argument(s): x: message "
+                       b"repeated 999999999999 times: []\n",
+    "in a sendmail msgid": b"Dec  3 09:50:00 mx sm-mta[300]: w23NZFZk014900: from=<a@b.example>, "
+                           b"size=1, class=0, nrcpts=1, msgid=<x: message repeated 999999 times: "
+                           b"[ y>, proto=ESMTP, daemon=MTA, relay=bot.example [192.0.2.9]\n",
+    "in exim through syslog": b"Dec  3 09:50:00 mx exim[9]: 2026-12-03 09:50:00 H=[192.0.2.9]:1 "
+                              b"rejected EHLO x: message repeated 9 times: [ y]\n",
+    "no syslog header": b"x: message repeated 9 times: [ y]\n",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("line", NOT_FOLDS.values(), ids=NOT_FOLDS)
+def test_message_repeated_inside_a_message_is_no_fold(line):
+    assert _expand(LINE, line) == [LINE, line]
+
+
+def test_a_line_quoting_a_fold_s_words_is_the_line_a_sysklogd_fold_repeats():
+    quoting = b"Mar  4 14:21:05 mx1 sendmail[6]: y: lost input channel from x [192.0.2.6] " \
+              b"(message repeated 2 times: [ z])\n"  # fmt: skip
+    fold = b"Mar  4 14:21:09 mx1 last message repeated 1 times\n"
+
+    assert _expand(LINE, quoting, fold) == [LINE, quoting, b"Mar  4 14:21:09 " + quoting[16:]]
