@@ -108,6 +108,13 @@ class Lab:
         )
         return sum(source["sent"] for source in json.loads(done.stdout)["sources"].values())
 
+    def wait_logged(self, sessions: int) -> None:
+        """Until the gateway's live log holds this many ended sessions."""
+        deadline = time.monotonic() + 30
+        while self.sessions_logged() < sessions:
+            assert time.monotonic() < deadline, f"the gateway logged fewer than {sessions} sessions"
+            time.sleep(0.2)
+
     def sessions_logged(self) -> int:
         """smtpd sessions ended in the gateway's live log (a rotation starts it afresh)."""
         try:
@@ -354,3 +361,87 @@ def test_remote_method_analyses_on_the_gateway_and_copies_no_log(the_lab):
     analysis = done.stdout.split("TASK [campusnet.smtpguard.analyze : Analyse the gateway's")[1]
     assert analysis.split("\n\n")[0].splitlines()[-1] == "ok: [gw1.lab]"  # not -> localhost
     assert (sorted(copies.glob("*")) if copies.exists() else []) == before
+
+
+def attack(seconds: float) -> dict[str, dict]:
+    """A foreground `lab.py attack --legit-only`: its record, by source."""
+    done = lab("attack", "--legit-only", "--duration", str(seconds))
+    return json.loads(done.stdout)["sources"]
+
+
+def test_two_attacks_with_a_reset_between_never_add_up(the_lab):
+    lab("reset")  # the forced cycles before blocked every sender
+    first = attack(12)
+    refused = lab("attack", "--legit-only", "--duration", "12", check=False)
+    reset = lab("reset")
+    second = attack(12)
+    # A rule that each attack stays below and both together reach: the review's cond3 case.
+    rule = {"name": "adds_up", "min_duration": 0, "min_sessions": 1, "min_risk": 0}
+    rule["min_sessions"] = max(second[address]["greeted"] for address in LEGIT) + 1
+    assert any(first[a]["greeted"] + second[a]["greeted"] >= rule["min_sessions"] for a in LEGIT)
+    the_lab.wait_logged(sum(second[address]["greeted"] for address in LEGIT))
+
+    done = the_lab.playbook(
+        str(ROOT / "playbooks" / "mitigate.yml"),
+        "-e",
+        json.dumps({"analyze_force": True, "analyze_rules": [rule]}),
+    )
+
+    assert refused.returncode == 1
+    assert "analysis window" in refused.stderr and "lab.py reset" in refused.stderr
+    assert "new analysis window" in reset.stdout
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert [address for address in LEGIT if the_lab.is_blocked(address)] == []
+    earlier = list((the_lab.dir / "earlier").glob("*/gateway/mail.log.*"))
+    assert earlier, "the reset moved no log aside"
+
+
+def test_probe_counts_legitimate_mail_delivered_of_sent_since_the_reset(the_lab):
+    lab("reset")
+    sent = sum(source["sent"] for source in attack(8).values())
+    assert sent > 0
+
+    deadline = time.monotonic() + 30
+    while json.loads(lab("probe").stdout)["legit_delivered"] < sent:
+        assert time.monotonic() < deadline, "the campus server did not get the mail sent"
+        time.sleep(0.5)
+    table = lab("probe", "--table").stdout
+
+    assert f"legitimate mails at the campus server: {sent} of {sent} sent" in table
+    assert "since reset at" in table
+
+
+TO_BLOCK = {
+    source["ip"]
+    for source in json.loads(
+        subprocess.run(
+            [sys.executable, str(TRAFFIC_PY), "plan"], text=True, capture_output=True, check=True
+        ).stdout
+    )
+    if source["expect"].startswith("block")
+}
+
+
+@pytest.mark.parametrize(
+    ("blocked", "flags", "returncode", "wrong"),
+    [
+        (set(), (), 0, set()),
+        (set(), ("--expect-defended",), 1, TO_BLOCK),
+        ({"192.0.2.10"}, (), 1, {"192.0.2.10"}),
+        (TO_BLOCK, ("--expect-defended",), 0, set()),
+        (TO_BLOCK | {"2001:db8:beef::11"}, ("--expect-defended",), 1, {"2001:db8:beef::11"}),
+    ],
+    ids=["before-the-cycle", "nothing-blocked", "legit-cut-off", "defended", "defended-too-much"],
+)
+def test_probe_exits_1_when_a_verdict_is_wrong(the_lab, blocked, flags, returncode, wrong):
+    lab("reset", "--keep-window")
+    for address in blocked:
+        family = "v6" if ":" in address else "v4"
+        the_lab.nft("add", "element", "inet", "smtpguard", f"blocked_{family}", "{", address, "}")
+
+    done = lab("probe", *flags, check=False)
+
+    assert done.returncode == returncode, done.stderr
+    assert set(json.loads(done.stdout)["wrong"]) == wrong
+    if wrong:
+        assert "sources not as they should be" in done.stderr

@@ -111,6 +111,8 @@ def test_up_twice_keeps_the_running_lab_and_down_twice_is_harmless(clean):
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
     assert "runs in" in second.stderr and "already" in second.stderr
+    assert json.loads(first.stdout)["already_running"] is False
+    assert json.loads(second.stdout)["already_running"] is True
     assert json.loads(second.stdout)["prefix"] == PREFIX
     assert again["pids"] == record["pids"]  # nothing started twice
     assert len(inodes) == 5
@@ -139,6 +141,7 @@ def test_interrupted_up_removes_what_it_built(clean, signum):
 
     assert building.returncode == 130, errors
     assert "tearing down what was made" in errors
+    assert "the half-built lab was removed" in errors
     assert len(seen) == 5
     assert leftovers(set(seen.values())) == NOTHING
 
@@ -156,17 +159,56 @@ def test_sigterm_to_an_attack_stops_its_traffic_and_down_leaves_nothing(clean):
         lambda: b"[203.0.113.10]" in gateway_log.read_bytes(),
     )
     attack.send_signal(signal.SIGTERM)
-    attack.communicate(timeout=20)
+    _, interrupted = attack.communicate(timeout=20)
     traffic_left = processes_in(internet)
     status = json.loads(lab("status").stdout)
+    refused = lab("attack", "--background", "--duration", "60")  # its traffic is in the window
+    reset = lab("reset")
     background = lab("attack", "--background", "--duration", "60")
     until("the background attack running", lambda: processes_in(internet))
+    foreground = lab("attack", "--duration", "60")
 
     down = lab("down")
 
     assert attack.returncode == 130
+    assert "the attack's traffic stopped" in interrupted
     assert traffic_left == []
-    assert status["complete"] and all(d["alive"] for d in status["daemons"].values())
+    daemons = {name: entry["alive"] for name, entry in status["daemons"].items()}
+    assert status["complete"] and daemons.pop("attack") is False and all(daemons.values())
+    assert refused.returncode == 1 and "lab.py reset" in refused.stderr
+    assert reset.returncode == 0, reset.stderr
     assert background.returncode == 0, background.stderr
+    assert foreground.returncode == 1 and "an attack runs already" in foreground.stderr
     assert down.stdout.strip() == "lab removed"
     assert leftovers(inodes) == NOTHING
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("up", "--number", "300"), "from 0 to 255"),
+        (("up", "--number", "-1"), "from 0 to 255"),
+        (("up", "--number", "two"), "from 0 to 255"),
+        (("up", "--prefix", "Lab 1"), "lower-case letters and digits"),
+        (("up", "--prefix", "averylongprefix"), "1 to 11"),
+        (("attack", "--duration", "-5"), "above 0"),
+        (("attack", "--duration", "0"), "above 0"),
+        (("attack", "--duration", "nan"), "above 0"),
+        (("attack", "--duration", "inf"), "above 0"),
+        (("attack", "--duration", "soon"), "about 45 s to match"),
+        (("attack", "--duration", "281"), "at most 280 s"),
+        (("attack", "--background", "--duration", "1e9"), "at most 280 s"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_built(tmp_path, args, says):
+    done = subprocess.run(
+        [sys.executable, str(LAB_PY), *args, "--dir", str(tmp_path / "lab")],
+        text=True,
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+
+    assert done.returncode == 2
+    assert says in done.stderr
+    assert not (tmp_path / "lab").exists()

@@ -6,9 +6,11 @@ Needs root. Commands:
     python3 tools/lab/lab.py up        # build the lab, print its address plan (about 8 s)
     python3 tools/lab/lab.py down      # stop every daemon by PID, delete the namespaces
     python3 tools/lab/lab.py status    # what runs, by PID
-    python3 tools/lab/lab.py reset     # empty the block list on the IPS and in the state
+    python3 tools/lab/lab.py reset     # stop the attack, empty the block list, new window
     python3 tools/lab/lab.py attack    # run the five attack kinds + legitimate mail (bounded)
     python3 tools/lab/lab.py probe     # per source: does it still get a 220? mail at campus?
+                                       # (exit 1 if a sender is wrongly cut off; with
+                                       # --expect-defended also if an attacker is served)
 
 The lab directory (default /run/smtpguard-lab, or $SMTPGUARD_LAB_DIR) holds every file of
 the run: keys, known_hosts, ssh_config, daemon configurations, logs and lab.json, the record
@@ -18,12 +20,21 @@ of what was created (namespaces, PIDs, links) that `down` works from. Namespaces
     controller (this host) ──10.231.N.0/30── bastion (sshd, DNS) ──mgmt── gateway, ips (sshd)
     internet (senders) ──100.64.N.0/30── ips (router, nftables) ──198.51.100.24/29── gateway
                        ──fd00:64::/64──────────────────────────────2001:db8::/64──
-    gateway (Postfix + postscreen) ──10.233.N.0/30── campus (Postfix, a 421 host)
+    gateway (Postfix + postscreen) ──10.233.N.0/29── campus (Postfix .2, a 421 host .3)
 
 The internet side and the gateway speak IPv4 and IPv6 (senders in 2001:db8::/32); the
 management side is IPv4 only. Traffic stays inside the namespaces; the only address on this
 host is the controller's end of its link to the bastion. Ctrl-C or SIGTERM during `up` removes
 what was built; `up` on a running lab only reports it.
+
+Attacks do not add up: the lab's analysis window (ANALYSIS_WINDOW) would count the sessions of
+every attack in it, and each attack is built to stay below the rules only on its own. So
+`attack` refuses to start while an earlier attack runs or its traffic is still inside the
+window, and `reset` starts a new window: it stops a running attack, empties the block list,
+waits until the gateway holds no session, empties its queue and moves the gateway's and the
+campus server's logs (and the controller's copies and the attack records) aside into
+`earlier/<time>/`. `reset --keep-window` only empties the block list (the lab scenarios,
+which share one attack).
 """
 
 from __future__ import annotations
@@ -31,7 +42,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -61,6 +74,14 @@ IPS_DMZ_V6 = "2001:db8::30"
 INTERNET_UPLINK_V6 = "fd00:64::1"
 IPS_OUTSIDE_V6 = "fd00:64::2"
 CAPACITY = 200  # default_process_limit: the most smtpd sessions the gateway holds
+# The lab inventory's analyze_window (inventory/lab/host_vars/gw1.lab.yml), in seconds.
+ANALYSIS_WINDOW = 30 * 60
+# The near misses stay below the rules for this long at most (tools/lab/traffic.py).
+MAX_ATTACK = 280
+MATCH_AFTER = 45  # seconds of attack after which every flood matches its rule
+# How long after an attack's end the gateway may still hold its sessions (smtpd_timeout 20 s
+# for a client whose packets the IPS drops), with room to spare.
+SESSION_TAIL = 60
 DNSBL_REPLY = "127.0.0.2"
 
 
@@ -121,6 +142,7 @@ class Plan:
 
     @property
     def campus_nomail(self) -> str:
+        """A host of the campus link (a /29: .3 is neither its network nor its broadcast)."""
         return f"10.233.{self.number}.3"
 
     @property
@@ -166,6 +188,8 @@ class Record:
             "links": [],
             "netns_dirs": [],
             "complete": False,
+            # The analysis window the lab's traffic counts in: from `up` or the last `reset`.
+            "window": {"start": time.time(), "attacks": []},
         }
 
     @classmethod
@@ -176,7 +200,7 @@ class Record:
             return None
         facts = data["facts"]
         record = cls(Plan(facts["prefix"], facts["number"], directory))
-        record.data = data
+        record.data = {"window": {"start": 0.0, "attacks": []}, **data}
         return record
 
     def add(self, kind: str, value: object, key: str | None = None) -> None:
@@ -286,6 +310,9 @@ def link(record: Record, left: Side, right: Side) -> None:
 
 
 IPV6_CONF = ("net.ipv6.conf.all", "net.ipv6.conf.default")
+# The gateway's link to the campus: room for the campus server and the 421 host (a /30 would
+# make the 421 host's .3 its broadcast address, unreachable for the gateway).
+CAMPUS_LINK = 29
 
 
 def build_network(record: Record, senders: Sequence[str]) -> None:
@@ -324,10 +351,13 @@ def build_network(record: Record, senders: Sequence[str]) -> None:
     )
     link(
         record,
-        (plan.ns("gateway"), "campus0", f"{plan.gateway_inside}/30"),
-        (plan.ns("campus"), "gw0", f"{plan.campus_mx}/30"),
+        (plan.ns("gateway"), "campus0", f"{plan.gateway_inside}/{CAMPUS_LINK}"),
+        (
+            plan.ns("campus"),
+            "gw0",
+            (f"{plan.campus_mx}/{CAMPUS_LINK}", f"{plan.campus_nomail}/{CAMPUS_LINK}"),
+        ),
     )
-    run(["ip", "-n", plan.ns("campus"), "addr", "add", f"{plan.campus_nomail}/32", "dev", "gw0"])
 
     # The senders: every address on the internet side's uplink, routed to the IPS.
     for address in senders:
@@ -649,14 +679,15 @@ def start_nomail(record: Record) -> None:
     )
 
 
-def up(plan: Plan) -> Record:
+def up(plan: Plan) -> tuple[Record, bool]:
+    """Build the lab; a healthy lab in the directory is kept. Returns it, and whether it ran."""
     from tools.lab import traffic
 
     if plan.record.exists():
         existing = Record.load(plan.directory)
         if existing is not None and healthy(existing):
             LOG.info("a lab runs in %s already; nothing to build", plan.directory)
-            return existing
+            return existing, True
         raise LabError(
             f"{plan.record} records a lab that is half built or has stopped daemons; "
             f"run `lab.py down --dir {plan.directory}` first"
@@ -709,8 +740,9 @@ def up(plan: Plan) -> Record:
         raise
     record.data["complete"] = True
     record.data["build_seconds"] = round(time.monotonic() - started, 1)
+    record.data["window"] = {"start": time.time(), "attacks": []}
     record.save()
-    return record
+    return record, False
 
 
 def healthy(record: Record) -> bool:
@@ -810,15 +842,155 @@ def restart_daemon(directory: Path, name: str) -> int:
     )
 
 
-def reset(directory: Path) -> None:
-    """Back to an empty block list: the IPS as built (its table, no pushed file), no state.
-
-    The lab scenarios share one lab and one attack (`make lab`); each starts from here. The
-    controller's fetched logs stay: the next cycle continues from them.
-    """
+def complete_record(directory: Path) -> Record:
     record = Record.load(directory)
     if record is None or not record.data["complete"]:
         raise LabError(f"no complete lab in {directory}; run `lab.py up` first")
+    return record
+
+
+def clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(epoch))
+
+
+# --- The analysis window: attacks that would add up ------------------------------------------
+
+
+def running_attack(record: Record) -> dict | None:
+    """The recorded attack (background or foreground) while its process runs."""
+    entry = record.data["pids"].get("attack")
+    if entry and alive(entry["pid"]) and entry["program"] in program_of(entry["pid"]):
+        return entry
+    return None
+
+
+def may_attack(record: Record) -> None:
+    """Refuse an attack that would add up with another one in the lab's analysis window."""
+    running = running_attack(record)
+    if running:
+        raise LabError(
+            f"an attack runs already (pid {running['pid']}); it stops by itself, "
+            "`lab.py reset` stops it and starts a new analysis window"
+        )
+    attacks = record.data["window"]["attacks"]
+    if not attacks:
+        return
+    ended = max(attack["started"] + attack["duration"] for attack in attacks)
+    free = ended + SESSION_TAIL + ANALYSIS_WINDOW
+    if time.time() < free:
+        raise LabError(
+            f"the traffic of an earlier attack (until {clock(ended)}) is still inside the lab's "
+            f"{ANALYSIS_WINDOW // 60}-minute analysis window, where attacks add up: legitimate "
+            "senders and near misses would cross the rules. Run `lab.py reset` first (it starts "
+            f"a new window), or wait until {clock(free)}"
+        )
+
+
+def note_attack(record: Record, *, duration: float, legit_only: bool, result: Path) -> None:
+    window = record.data["window"]
+    window["attacks"].append(
+        {
+            "started": time.time(),
+            "duration": duration,
+            "legit_only": legit_only,
+            "result": str(result),
+        }
+    )
+    record.save()
+
+
+def attack_command(record: Record, *, duration: float, legit_only: bool) -> tuple[list, Path]:
+    """traffic.py's attack, and the file its record (also while it runs) goes to."""
+    results = record.plan.directory / "attacks"
+    results.mkdir(exist_ok=True)
+    result = results / f"{len(record.data['window']['attacks']) + 1}.json"
+    command = [
+        sys.executable,
+        str(HERE / "traffic.py"),
+        "attack",
+        "--duration",
+        str(duration),
+        "--result",
+        str(result),
+        *(["--legit-only"] if legit_only else []),
+    ]
+    return command, result
+
+
+def attack_in_background(directory: Path, *, duration: float, legit_only: bool = False) -> str:
+    """Start the attack detached, recorded like a daemon; it ends by itself after `duration`."""
+    record = complete_record(directory)
+    may_attack(record)
+    command, result = attack_command(record, duration=duration, legit_only=legit_only)
+    pid = start(record, "attack", record.plan.ns("internet"), command)
+    note_attack(record, duration=duration, legit_only=legit_only, result=result)
+    if duration < MATCH_AFTER:
+        timing = f"the floods need about {MATCH_AFTER} s to match their rules, more than this run"
+    else:
+        timing = (
+            f"every flood matches its rule after about 40 s; run the cycle after {MATCH_AFTER} s"
+        )
+    return f"attack running as pid {pid} for {duration:g} s; its record goes to {result}; {timing}"
+
+
+def attack_in_foreground(directory: Path, *, duration: float, legit_only: bool = False) -> int:
+    """The attack in this terminal, recorded like the background one (refused alike)."""
+    record = complete_record(directory)
+    may_attack(record)
+    command, result = attack_command(record, duration=duration, legit_only=legit_only)
+    process = subprocess.Popen(["ip", "netns", "exec", record.plan.ns("internet"), *command])
+    record.add("pids", {"pid": process.pid, "program": Path(command[0]).name}, key="attack")
+    note_attack(record, duration=duration, legit_only=legit_only, result=result)
+    try:
+        return process.wait(timeout=duration + 120)
+    except subprocess.TimeoutExpired:
+        stop_process(process)
+        raise LabError(f"the attack did not end within {duration + 120:g} s; stopped it") from None
+    except BaseException:
+        stop_process(process)
+        raise
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def stop_attack(record: Record) -> int | None:
+    running = running_attack(record)
+    if running is None:
+        return None
+    stop_pid(running["pid"], running["program"])
+    return running["pid"]
+
+
+def window_attacks(record: Record) -> tuple[list[str], str]:
+    """The records of the attacks in this analysis window, and since when, in words."""
+    window = record.data["window"]
+    since = f"since {window.get('opened_by', 'up')} at {clock(window['start'])}"
+    if running_attack(record):
+        since += ", an attack still running: the counts move"
+    return [attack["result"] for attack in window["attacks"]], since
+
+
+# --- Back to the start -------------------------------------------------------------------------
+
+
+def reset(directory: Path, *, keep_window: bool = False) -> str:
+    """Back to an empty block list: the IPS as built (its table, no pushed file), no state.
+
+    Unless `keep_window`, also a new analysis window (see the module's docstring): the running
+    attack stops and nothing of the traffic before stays where the cycle or the probe reads.
+    The lab scenarios share one lab and one attack (`make lab`); each starts from
+    `reset --keep-window`, and the controller's fetched logs stay for the next cycle.
+    """
+    record = complete_record(directory)
+    stopped = None if keep_window else stop_attack(record)
+
     # Declaring the table first makes `delete` succeed even after a push removed it.
     rules = "table inet smtpguard {}\ndelete table inet smtpguard\n" + IPS_NFT
     in_ns(record.plan.ns("ips"), "nft", "-f", "/dev/stdin", input=rules)
@@ -826,43 +998,129 @@ def reset(directory: Path) -> None:
         if pushed.name != "base.nft":
             pushed.unlink()
     shutil.rmtree(directory / "controller" / "state", ignore_errors=True)
+    if keep_window:
+        return "block list emptied on the IPS and in the state; the analysis window goes on"
 
-
-def attack_in_background(directory: Path, *, duration: float) -> str:
-    """Start the attack detached, recorded like a daemon; it ends by itself after `duration`."""
-    record = Record.load(directory)
-    if record is None or not record.data["complete"]:
-        raise LabError(f"no complete lab in {directory}; run `lab.py up` first")
-    if duration > 280:
-        raise LabError("the lab's near misses stay below the rules for at most 280 s of attack")
-    running = record.data["pids"].get("attack")
-    if running and alive(running["pid"]) and running["program"] in program_of(running["pid"]):
-        raise LabError(
-            f"an attack runs already (pid {running['pid']}); it stops by itself, "
-            "or `lab.py down` stops it with the lab"
-        )
-    result = directory / "attack.json"
-    pid = start(
-        record,
-        "attack",
-        record.plan.ns("internet"),
-        [
-            sys.executable,
-            str(HERE / "traffic.py"),
-            "attack",
-            "--duration",
-            str(duration),
-            "--result",
-            str(result),
-        ],
-    )
+    earlier = new_window(record)
+    said = f"attack stopped (pid {stopped}); " if stopped else ""
     return (
-        f"attack running as pid {pid} for {duration:.0f} s; its record goes to {result}; "
-        f"every flood matches its rule after about 40 s; run the cycle after 45 s"
+        f"{said}block list emptied on the IPS and in the state; a new analysis window from "
+        f"{clock(record.data['window']['start'])}: the traffic before it, its logs and the "
+        f"controller's copies are in {earlier}"
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def new_window(record: Record) -> Path:
+    """Move every trace of the traffic so far aside, so that no later analysis counts it."""
+    directory = record.plan.directory
+    left = wait_for_quiet_gateway(record)
+    if left:
+        LOG.warning("%d SMTP sessions still open on the gateway; they end in the new window", left)
+    gateway_etc = str(directory / "gateway" / "etc")
+    # Mail of the earlier traffic still queued (the 421 storm's, retried) would log on.
+    in_ns(record.plan.ns("gateway"), "postsuper", "-c", gateway_etc, "-d", "ALL")
+
+    started = time.time()
+    earlier = directory / "earlier" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    earlier.mkdir(parents=True)
+    for role in ("gateway", "campus"):
+        in_ns(record.plan.ns(role), "postfix", "-c", str(directory / role / "etc"), "logrotate")
+        (earlier / role).mkdir()
+        for rotated in (directory / role / "log").glob("mail.log.*"):
+            shutil.move(rotated, earlier / role / rotated.name)
+        # A first line (a Postfix one, for format detection): the log the cycle fetches
+        # exists again before any traffic.
+        in_ns(
+            record.plan.ns(role),
+            "postlog",
+            "-c",
+            str(directory / role / "etc"),
+            "-t",
+            "postfix/lab",
+            "-p",
+            "info",
+            f"a new analysis window starts; the logs before it are in {earlier / role}",
+        )
+    for name, target in (
+        ("controller/logs", "controller-logs"),
+        ("check_time", "check_time"),
+        ("attacks", "attacks"),
+    ):
+        if (directory / name).exists():
+            shutil.move(directory / name, earlier / target)
+
+    record.data["window"] = {"start": started, "attacks": [], "opened_by": "reset"}
+    record.save()
+    return earlier
+
+
+def wait_for_quiet_gateway(record: Record, *, timeout: float = 30.0) -> int:
+    """Until the gateway holds no SMTP connection (twice in a row); how many are left after
+    `timeout`. A client gone without a word frees its session after smtpd_timeout (20 s)."""
+    states = ("established", "close-wait", "syn-recv")
+    filters = [word for state in states for word in ("state", state)]
+
+    def open_now() -> int:
+        output = in_ns(
+            record.plan.ns("gateway"), "ss", "-Htn", *filters, "( sport = :25 )", check=False
+        )
+        return len(output.splitlines())
+
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 2:
+        left = open_now()
+        if left and time.monotonic() > deadline:
+            return left
+        quiet = 0 if left else quiet + 1
+        time.sleep(0.5)
+    return 0
+
+
+# --- The command line --------------------------------------------------------------------------
+
+
+def lab_number(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 255:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a whole number from 0 to 255, the third octet of the lab's "
+            "addresses (10.231.N.1 ...); each lab running at the same time needs its own"
+        )
+    return number
+
+
+def lab_prefix(text: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,10}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 1 to 11 lower-case letters and digits, starting with a letter "
+            "(the namespaces are <prefix>-internet ..., the link on this host <prefix>-ctl)"
+        )
+    return text
+
+
+def attack_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give the attack's length in seconds, a number above 0; the floods need "
+            f"about {MATCH_AFTER} s to match their rules"
+        )
+    if seconds > MAX_ATTACK:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: at most {MAX_ATTACK} s; the lab's near misses stay below the rules "
+            "only that long"
+        )
+    return seconds
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "command",
@@ -872,16 +1130,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the lab directory")
     parser.add_argument(
         "--prefix",
+        type=lab_prefix,
         default=os.environ.get("SMTPGUARD_LAB_PREFIX", "sgl1"),
         help="namespace prefix, unique per lab ($SMTPGUARD_LAB_PREFIX)",
     )
     parser.add_argument(
         "--number",
-        type=int,
-        default=int(os.environ.get("SMTPGUARD_LAB_NUMBER", 1)),
-        help="third octet of the lab's links ($SMTPGUARD_LAB_NUMBER)",
+        type=lab_number,
+        default=os.environ.get("SMTPGUARD_LAB_NUMBER", "1"),
+        help="third octet of the lab's links, 0 to 255, unique per lab ($SMTPGUARD_LAB_NUMBER)",
     )
-    parser.add_argument("--duration", type=float, default=120, help="attack: seconds")
+    parser.add_argument(
+        "--duration",
+        type=attack_seconds,
+        default=120.0,
+        help=f"attack: seconds, above 0 and at most {MAX_ATTACK} "
+        f"(the floods match their rules after about {MATCH_AFTER} s)",
+    )
     parser.add_argument("--legit-only", action="store_true", help="attack: legitimate mail only")
     parser.add_argument(
         "--background",
@@ -889,7 +1154,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="attack: return at once; `down` stops it by PID if still running",
     )
     parser.add_argument("--table", action="store_true", help="probe: one line a source")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--expect-defended",
+        action="store_true",
+        help="probe: after the cycle, an attacker the cycle should block but still served is "
+        "wrong too (a legitimate sender cut off is wrong always); exit 1 on anything wrong",
+    )
+    parser.add_argument(
+        "--keep-window",
+        action="store_true",
+        help="reset: only empty the block list; the attack and the analysis window go on",
+    )
+    return parser
+
+
+INTERRUPTED = {
+    "up": "interrupted; the half-built lab was removed",
+    "down": "interrupted; run `lab.py down` again to remove the rest",
+    "attack": "interrupted; the attack's traffic stopped, the lab still runs",
+    "reset": "interrupted; run `lab.py reset` again",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if os.geteuid() != 0:
         LOG.error("the lab needs root (network namespaces, daemons)")
@@ -898,44 +1186,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
     try:
-        if args.command == "up":
-            record = up(Plan(args.prefix, args.number, args.dir))
-            print(
-                json.dumps(
-                    {**record.data["facts"], "build_seconds": record.data["build_seconds"]},
-                    indent=2,
-                )
-            )
-        elif args.command == "down":
-            print("lab removed" if down(args.dir) else f"no lab recorded in {args.dir}")
-        elif args.command == "status":
-            print(json.dumps(status(args.dir), indent=2))
-        elif args.command == "stop":
-            print(stop_daemon(args.dir, args.name))
-        elif args.command == "restart":
-            print(restart_daemon(args.dir, args.name))
-        elif args.command == "reset":
-            reset(args.dir)
-            print("block list emptied on the IPS and in the state")
-        elif args.command == "attack" and args.background:
-            print(attack_in_background(args.dir, duration=args.duration))
-        else:
-            from tools.lab import traffic
-
-            return traffic.run_in_lab(
-                args.command,
-                args.dir,
-                duration=args.duration,
-                legit_only=args.legit_only,
-                table=args.table,
-            )
+        return run_command(args)
     except LabError as exc:
         LOG.error("%s", exc)
         return 1
     except KeyboardInterrupt:
-        LOG.error("interrupted; `lab.py status` shows what runs, `lab.py down` removes it")
+        LOG.error(
+            "%s",
+            INTERRUPTED.get(
+                args.command,
+                "interrupted; `lab.py status` shows what runs, `lab.py down` removes it",
+            ),
+        )
         return 130
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.command == "up":
+        record, running = up(Plan(args.prefix, args.number, args.dir))
+        facts = {**record.data["facts"], "build_seconds": record.data["build_seconds"]}
+        print(json.dumps({**facts, "already_running": running}, indent=2))
+    elif args.command == "down":
+        print("lab removed" if down(args.dir) else f"no lab recorded in {args.dir}")
+    elif args.command == "status":
+        print(json.dumps(status(args.dir), indent=2))
+    elif args.command == "stop":
+        print(stop_daemon(args.dir, args.name))
+    elif args.command == "restart":
+        print(restart_daemon(args.dir, args.name))
+    elif args.command == "reset":
+        print(reset(args.dir, keep_window=args.keep_window))
+    elif args.command == "attack" and args.background:
+        print(attack_in_background(args.dir, duration=args.duration, legit_only=args.legit_only))
+    elif args.command == "attack":
+        return attack_in_foreground(args.dir, duration=args.duration, legit_only=args.legit_only)
+    else:
+        return probe(args.dir, table=args.table, expect_defended=args.expect_defended)
     return 0
+
+
+def probe(directory: Path, *, table: bool, expect_defended: bool) -> int:
+    """traffic.py's probe in the internet namespace; 1 when a source is not as it should be."""
+    record = complete_record(directory)
+    attacks, since = window_attacks(record)
+    command = [
+        sys.executable,
+        str(HERE / "traffic.py"),
+        "probe",
+        "--campus-log",
+        record.data["facts"]["campus_log"],
+        "--since",
+        since,
+        *(f"--attack-record={path}" for path in attacks),
+        *(["--table"] if table else []),
+        *(["--expect-defended"] if expect_defended else []),
+    ]
+    done = subprocess.run(
+        ["ip", "netns", "exec", record.plan.ns("internet"), *command], check=False, timeout=120
+    )
+    return done.returncode
 
 
 def interrupted(signum: int, frame: object) -> None:

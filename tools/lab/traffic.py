@@ -2,7 +2,7 @@
 """The lab's traffic: the five attack kinds next to legitimate mail, a probe, a 421 host.
 
     traffic.py attack --duration 120 --result FILE   # inside the internet namespace
-    traffic.py probe --campus-log FILE               # inside the internet namespace
+    traffic.py probe --campus-log FILE [--expect-defended]   # inside the internet namespace
     traffic.py nomail --listen ADDRESS               # inside the campus namespace
     traffic.py plan                                  # the sources and what to expect, JSON
 
@@ -11,7 +11,9 @@ sample generator's driver (tools/sample/make_sample.py): every session is bounde
 every pattern in count, and the whole run ends after --duration seconds, sessions cut.
 Senders, PTR names and DNSBL ranks are in `lab_sources()`; the rules that fit the lab's
 time scale are in inventory/lab (the paper's values need hours of traffic). A check from
-CHECK_AT seconds on must block every source whose `expect` says so and nothing else.
+CHECK_AT seconds on must block every source whose `expect` says so and nothing else. The
+probe exits 1 when a source that should be served is cut off, and with --expect-defended (after
+the cycle) also when a source the cycle should block is still served.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import asyncio
 import json
 import logging
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -49,6 +50,7 @@ GATEWAY_V6 = make_sample.GATEWAY_IPV6
 BASE_DURATION = 120.0
 CHECK_AT = 40.0  # seconds into the attack when every flooding source matches its rule
 PROBE_TIMEOUT = 3.0
+PROGRESS = 1.0  # seconds between the records a running attack writes
 
 
 def lab_sources(duration: float = BASE_DURATION) -> list[Source]:
@@ -154,8 +156,12 @@ def sender_addresses() -> list[str]:
 # --- Attack --------------------------------------------------------------------------------
 
 
-async def attack(duration: float, *, legit_only: bool) -> dict:
-    """Run the plan for `duration` seconds at most; every pattern is bounded in count too."""
+async def attack(duration: float, *, legit_only: bool, result: Path | None = None) -> dict:
+    """Run the plan for `duration` seconds at most; every pattern is bounded in count too.
+
+    With `result`, the record so far is written there every PROGRESS seconds (the probe counts
+    the legitimate mail sent while the attack runs); the caller writes the final one.
+    """
     plan = [s for s in lab_sources(duration) if not legit_only or s.kind == "legitimate"]
     driver = Driver(plan)
     loop = asyncio.get_running_loop()
@@ -165,11 +171,16 @@ async def attack(duration: float, *, legit_only: bool) -> dict:
         for source in plan
         for pattern in source.patterns
     ]
+    progress = asyncio.create_task(keep_writing(result, plan, driver, duration))
     done, pending = await asyncio.wait(tasks, timeout=duration)
+    progress.cancel()
     for task in pending:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(progress, *tasks, return_exceptions=True)
+    return {**summary(plan, driver, duration), "finished_early": not pending}
 
+
+def summary(plan: Sequence[Source], driver: Driver, duration: float) -> dict:
     per_source: dict[str, dict] = {}
     for source in plan:
         records = [r for r in driver.records if r.source == source.address]
@@ -182,7 +193,21 @@ async def attack(duration: float, *, legit_only: bool) -> dict:
             "failed": sum(r.error is not None for r in records),
             "sent": driver.sent[source.address],
         }
-    return {"duration": duration, "finished_early": not pending, "sources": per_source}
+    return {"duration": duration, "sources": per_source}
+
+
+async def keep_writing(
+    result: Path | None, plan: Sequence[Source], driver: Driver, duration: float
+) -> None:
+    while result is not None:
+        write_atomically(result, json.dumps({**summary(plan, driver, duration), "running": True}))
+        await asyncio.sleep(PROGRESS)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text + "\n")
+    temporary.replace(path)
 
 
 # --- Probe ---------------------------------------------------------------------------------
@@ -223,15 +248,18 @@ def campus_deliveries(campus_log: Path) -> Counter[str]:
     return count
 
 
-async def probe(campus_log: Path | None) -> dict:
+async def probe(campus_log: Path | None, *, expect_defended: bool = False) -> dict:
     sources = lab_sources()
     answers = await asyncio.gather(*(greeting(source.address) for source in sources))
-    result: dict = {
-        "sources": {
-            source.address: {"kind": source.kind, "expect": source.expect, "greeting": ok}
-            for source, ok in zip(sources, answers, strict=True)
-        }
-    }
+    result: dict = {"sources": {}, "expect_defended": expect_defended}
+    for source, ok in zip(sources, answers, strict=True):
+        seen = {"kind": source.kind, "expect": source.expect, "greeting": ok}
+        result["sources"][source.address] = {**seen, "verdict": verdict(seen)}
+    result["wrong"] = [
+        address
+        for address, seen in result["sources"].items()
+        if is_wrong(seen["verdict"], expect_defended=expect_defended)
+    ]
     if campus_log is not None:
         deliveries = campus_deliveries(campus_log)
         legit = [source for source in sources if source.kind == "legitimate"]
@@ -240,22 +268,68 @@ async def probe(campus_log: Path | None) -> dict:
     return result
 
 
+def legit_sent(records: Sequence[Path]) -> int:
+    """Legitimate mails the gateway accepted, by the attacks' records (also while running)."""
+    sent = 0
+    for path in records:
+        try:
+            sources = json.loads(path.read_text())["sources"]
+        except (OSError, ValueError, KeyError):
+            continue  # an attack stopped before its first record
+        sent += sum(s["sent"] for s in sources.values() if s["kind"] == "legitimate")
+    return sent
+
+
+SERVED_WRONGLY = "still served"
+CUT_WRONGLY = "CUT OFF, should be served"
+
+
+def verdict(seen: dict) -> str:
+    """What a source's greeting says against what the cycle should do with it."""
+    to_block = seen["expect"].startswith("block")
+    if seen["greeting"] != to_block:
+        return "ok"
+    return SERVED_WRONGLY if to_block else CUT_WRONGLY
+
+
+def is_wrong(found: str, *, expect_defended: bool) -> bool:
+    """A legitimate sender or near miss cut off is wrong always; an attacker still served only
+    once the defence should hold (before the cycle, every source is served)."""
+    return found == CUT_WRONGLY or (found == SERVED_WRONGLY and expect_defended)
+
+
 def table_of(result: dict) -> str:
     """The probe as one line a source, against what the cycle should do with it."""
     lines = [f"{'source':<18} {'kind':<11} {'the cycle should':<17} {'220?':<5} verdict"]
     for address, seen in result["sources"].items():
-        to_block = seen["expect"].startswith("block")
-        if seen["greeting"] != to_block:
-            verdict = "ok"
-        else:
-            verdict = "still served" if to_block else "CUT OFF, should be served"
         lines.append(
             f"{address:<18} {seen['kind']:<11} {seen['expect']:<17} "
-            f"{'yes' if seen['greeting'] else 'no':<5} {verdict}"
+            f"{'yes' if seen['greeting'] else 'no':<5} {seen['verdict']}"
         )
     if "legit_delivered" in result:
-        lines.append(f"legitimate mails at the campus server: {result['legit_delivered']}")
+        sent = result.get("legit_sent")
+        of_sent = "" if sent is None else f" of {sent} sent by `lab.py attack`"
+        since = f" ({result['since']})" if result.get("since") else ""
+        lines.append(
+            f"legitimate mails at the campus server: {result['legit_delivered']}{of_sent}{since}"
+        )
+    lines.append(judgement(result))
     return "\n".join(lines)
+
+
+def judgement(result: dict) -> str:
+    wrong = result["wrong"]
+    if wrong:
+        return f"WRONG: {len(wrong)} sources not as they should be: {', '.join(wrong)}"
+    if result["expect_defended"]:
+        return "every source as the cycle should leave it"
+    served = sum(seen["verdict"] == SERVED_WRONGLY for seen in result["sources"].values())
+    if served:
+        return (
+            f"no legitimate sender cut off; {served} attackers still served, as before a cycle "
+            "(after the cycle, --expect-defended counts them as wrong)"
+        )
+    return "every source as the cycle should leave it"
 
 
 # --- The 421 host --------------------------------------------------------------------------
@@ -272,27 +346,6 @@ async def nomail(listen: str) -> None:
         await server.serve_forever()
 
 
-# --- Running inside the lab's namespaces -----------------------------------------------------
-
-
-def run_in_lab(
-    command: str, directory: Path, *, duration: float, legit_only: bool, table: bool = False
-) -> int:
-    """`lab.py attack|probe`: run this script in the internet namespace, print its JSON."""
-    facts = json.loads((directory / "lab.json").read_text())["facts"]
-    argv = [sys.executable, str(Path(__file__).resolve()), command]
-    if command == "attack":
-        argv += ["--duration", str(duration)] + (["--legit-only"] if legit_only else [])
-    else:
-        argv += ["--campus-log", facts["campus_log"]] + (["--table"] if table else [])
-    done = subprocess.run(
-        ["ip", "netns", "exec", facts["namespaces"]["internet"], *argv],
-        check=False,
-        timeout=duration + 120,
-    )
-    return done.returncode
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["attack", "probe", "nomail", "plan"])
@@ -302,6 +355,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--campus-log", type=Path)
     parser.add_argument("--listen")
     parser.add_argument("--table", action="store_true", help="probe: one line a source")
+    parser.add_argument(
+        "--expect-defended",
+        action="store_true",
+        help="probe: an attacker the cycle should block but still served is wrong too",
+    )
+    parser.add_argument(
+        "--attack-record",
+        type=Path,
+        action="append",
+        help="probe: count the legitimate mail this attack's record says it sent (repeatable)",
+    )
+    parser.add_argument("--since", help="probe: since when the records count, in words")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("make_sample").setLevel(logging.ERROR)  # blocked sessions time out
@@ -315,16 +380,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     started = time.monotonic()
     if args.command == "attack":
-        result = asyncio.run(attack(args.duration, legit_only=args.legit_only))
+        result = asyncio.run(attack(args.duration, legit_only=args.legit_only, result=args.result))
     else:
-        result = asyncio.run(probe(args.campus_log))
+        result = asyncio.run(probe(args.campus_log, expect_defended=args.expect_defended))
+        if args.since is not None:
+            # Read after the campus log: while an attack runs, delivered trails sent (but for
+            # the mail of the last PROGRESS seconds, which its record may not show yet).
+            result["legit_sent"] = legit_sent(args.attack_record or [])
+            result["since"] = args.since
     result["seconds"] = round(time.monotonic() - started, 1)
     text = table_of(result) if args.table else json.dumps(result, indent=2)
     if args.result:
-        temporary = args.result.with_suffix(".tmp")
-        temporary.write_text(text + "\n")
-        temporary.replace(args.result)
+        write_atomically(args.result, text)
     print(text)
+    if result.get("wrong"):
+        LOG.error("%s", judgement(result))
+        return 1
     return 0
 
 
