@@ -131,9 +131,11 @@ def analyze(settings: Settings, *, warn: Callable[[str], None] = lambda message:
     except LogFileError as exc:
         raise AnalysisError(str(exc)) from None
     families, copies = drop_copies(families)
-    for copy, original in copies:
-        warn(f"{copy!r} has the same content as {original!r} (size, first and last 4 KiB): "
-             f"it was read once, as {original!r}; leave the copy out of paths")  # fmt: skip
+    for copy, original, equal in copies:
+        what = "" if equal else "the start of "
+        warn(f"{copy!r} has the same content as {what}{original!r} (compared uncompressed, as "
+             f"a whole): its lines were read once, in {original!r}; leave the copy out of "
+             "paths")  # fmt: skip
     # Each rotated family is read in its own format: a list may name several gateways' logs.
     formats = _detect_formats(families, settings.format)
     fmt = ", ".join(sorted(set(formats.values())))

@@ -48,7 +48,10 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._engine import
     first_time,
 )
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions import SessionBook
-from ansible_collections.campusnet.smtpguard.plugins.module_utils._syslog import expand_repeats
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._syslog import (
+    HOST,
+    expand_repeats,
+)
 
 NAME = "cisco_esa"
 
@@ -65,7 +68,7 @@ _HEAD = re.compile(
     rb" [0-9]{4})"
     rb"|(?:<[0-9]{1,3}>)?([A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
     rb"|[0-9]{4}-[0-9][0-9]-[0-9][0-9]T[^ ]+)"
-    rb" (?:([^ \[\]:]+) )?[^ \[\]:]+(?:\[[0-9]+\])?:)"
+    rb" (?:(" + HOST + rb") )?[^ \[\]:]+(?:\[[0-9]+\])?:)"
     rb" (?:Info|Warning|Debug|Trace|Critical): "
 )
 

@@ -30,8 +30,10 @@ error quotes the command the client sent before `H=`: the client is taken from t
 after which Exim's own fields follow, and a line where a quoted command imitates that is
 skipped rather than read. The words Exim writes after the client (`rejected connection in`,
 `temporarily rejected`, `closed`) count only outside `<...>` and `"..."`, where a sender
-address or a command the client chose stands. Text a client sent never decides a line's shape
-or its source.
+address or a command the client chose stands, and a verdict's words only as the first
+`rejected` after the client's fields (I=, U=, F=<...>): what follows `rejected RCPT <...>:`
+(or MAIL, or after DATA) is an ACL's message, which may echo the client's text. Text a client
+sent never decides a line's shape or its source.
 
 Lines shipped twice. A start line read again for a connection still open (with
 `+incoming_port`) and an end line read again count once, as the Postfix reader does; without
@@ -128,6 +130,9 @@ _AFTER_SYNC_HOST = re.compile(rb'(?: I=\[[^\]"]*\]:[0-9]+)?(?: U=| next input=")
 _CLIENT_TEXT_MARKS = re.compile(rb'\\.|["<>]')
 # The code of a temporary failure in a server's answer ("...: 421 4.3.2 busy")
 _SERVER_CODE = re.compile(rb": (4[0-9][0-9])[ -]")
+# The word of Exim's verdict on a line that names a client: "rejected connection in", "rejected
+# RCPT <...>: <the ACL's message>", "temporarily rejected ...".
+VERDICT = b" rejected "
 # Exim's answer to a refused connection (daemon.c) and to an ACL's defer.
 REFUSED_CODE, DEFER_CODE = 421, 451
 
@@ -337,7 +342,7 @@ def _event(message: bytes, *, host: bytes, when: float, engine: Engine,
             return True  # the same start line again (a log shipped twice)
         book.connect(pairing.open(base), when, source)
         return True
-    if _outside_client_text(message, b" temporarily rejected ", end) >= 0:
+    if _after_client(message, b" temporarily rejected ", end):
         engine.reply(source, DEFER_CODE)
     duration = _duration(message, end, engine=engine) if timed else None
     key = pairing.close(base)
@@ -364,10 +369,22 @@ def _shape(message: bytes) -> tuple[tuple, tuple[bytes, bytes, int]] | tuple[Non
         if found is None:
             unread = unread or not after
             continue
-        if after and _outside_client_text(message, after, found[2]) < 0:
+        if after and not _after_client(message, after, found[2]):
             continue
         return shape, found
     return None, unread
+
+
+def _after_client(message: bytes, words: bytes, start: int) -> bool:
+    """Whether Exim wrote `words` after the client's address (which ends at `start`), outside
+    the client's text. Words of a verdict (" rejected ") count only as Exim's verdict: the first
+    " rejected " after its fields (I=, U=, F=<...>); what follows `rejected RCPT <...>:` (or
+    MAIL, or after DATA) is an ACL's message, which may echo the client's text."""
+    verdict = words.find(VERDICT)
+    if verdict < 0:
+        return _outside_client_text(message, words, start) >= 0
+    at = _outside_client_text(message, VERDICT, start)
+    return at >= verdict and message.startswith(words, at - verdict)
 
 
 def _outside_client_text(message: bytes, text: bytes, start: int) -> int:

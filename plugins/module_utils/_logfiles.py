@@ -9,6 +9,7 @@ import io
 import os
 import re
 import struct
+import zlib
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import BinaryIO, Iterable, Iterator
@@ -132,38 +133,88 @@ def _families(files: list[LogFile]) -> list[LogFamily]:
     return sorted(families.values(), key=lambda family: family.base)
 
 
-def drop_copies(families: list[LogFamily]) -> tuple[list[LogFamily], list[tuple[str, str]]]:
-    """`families` without the files whose content is that of a file before them (a copy under
-    another name: the same size, first and last HEAD_SIZE bytes), and (copy, original) paths
-    of each left out. The same path twice and symlinks are left out already by expand_paths."""
-    sizes: dict[int, int] = {}
-    for log in (log for family in families for log in family.files if log.size):
-        sizes[log.size] = sizes.get(log.size, 0) + 1
-    seen: dict[tuple[int, str], str] = {}
-    copies: list[tuple[str, str]] = []
-    for family in families:
-        for log in list(family.files):
-            if sizes.get(log.size, 0) < 2:
-                continue  # no other file of its size: no copy, and nothing read to know
+def drop_copies(families: list[LogFamily]) -> tuple[list[LogFamily], list[tuple[str, str, bool]]]:
+    """`families` without the files whose text (uncompressed) is the start of another file's:
+    a copy under another name, compressed (mail.log.1 and mail.log.1.gz while logrotate
+    compresses it), or one the log has grown past. Of two such files the one with more text
+    is kept, of two equal ones the first; returns (copy, kept, equal) of each left out. A file
+    counts as a copy only when its whole text was compared, not its first HEAD_SIZE bytes
+    alone. The same path twice and symlinks are left out already by expand_paths."""
+    heads = []
+    for place, log in enumerate(log for family in families for log in family.files):
+        if not log.size:
+            continue
+        try:
+            head = _head(log.path)
+        except OSError:
+            continue  # reading it says what is wrong
+        if head:
+            heads.append((head, place, log))
+    # Sorted by their first bytes, the files whose text may begin with a file's follow it.
+    heads.sort(key=lambda entry: (entry[0], entry[1]))
+    dropped: set[str] = set()
+    copies: list[tuple[str, str, bool]] = []
+    for index, (head, place, log) in enumerate(heads):
+        for other_head, other_place, other in heads[index + 1 :]:
+            if log.path in dropped or not other_head.startswith(head):
+                break
+            if other.path in dropped:
+                continue
             try:
-                content = (log.size, _ends_digest(log.path, log.size))
+                order = _text_order(log.path, other.path)
             except OSError:
                 continue  # reading it says what is wrong
-            original = seen.setdefault(content, log.path)
-            if original != log.path:
-                family.files.remove(log)
-                copies.append((log.path, original))
+            if order is None:
+                continue
+            if order > 0 or (order == 0 and other_place > place):
+                dropped.add(other.path)  # `log` holds all of `other`'s text
+                copies.append((other.path, log.path, order == 0))
+            else:
+                dropped.add(log.path)
+                copies.append((log.path, other.path, order == 0))
+    for family in families:
+        family.files = [log for log in family.files if log.path not in dropped]
     return [family for family in families if family.files], copies
 
 
-def _ends_digest(path: str, size: int) -> str:
-    """A digest of the first and last HEAD_SIZE bytes of a file as stored."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        digest.update(handle.read(HEAD_SIZE))
-        handle.seek(max(0, size - HEAD_SIZE))
-        digest.update(handle.read(HEAD_SIZE))
-    return digest.hexdigest()
+def _head(path: str) -> bytes:
+    """The first HEAD_SIZE bytes of a log's text (uncompressed); of a damaged gzip, those read."""
+    head = b""
+    with open_log(path) as handle:
+        while len(head) < HEAD_SIZE:
+            chunk = _chunk(handle, 512)
+            if not chunk:
+                break
+            head += chunk
+    return head[:HEAD_SIZE]
+
+
+def _text_order(first: str, second: str) -> int | None:
+    """Compare two logs' texts (uncompressed; a damaged gzip's is what it holds before the
+    damage, see `_chunk`): -1 when `first`'s is the start of `second`'s, 0 when they are
+    equal, 1 when `second`'s is the start of `first`'s, None when neither begins the other."""
+    with open_log(first) as one, open_log(second) as two:
+        left = right = b""
+        while True:
+            if not left:
+                left = _chunk(one)
+            if not right:
+                right = _chunk(two)
+            if not left or not right:
+                return (0 if not right else -1) if not left else 1
+            size = min(len(left), len(right))
+            if left[:size] != right[:size]:
+                return None
+            left, right = left[size:], right[size:]
+
+
+def _chunk(handle: BinaryIO, size: int = 1 << 16) -> bytes:
+    """The next bytes of a log's text; none at its end, or where a damaged or half-written gzip
+    breaks off (the text of the read that failed, up to `size`, is not had)."""
+    try:
+        return handle.read(size)
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        return b""
 
 
 def log_origin(base: bytes) -> bytes:

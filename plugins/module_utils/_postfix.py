@@ -98,6 +98,15 @@ _QUEUE_ID = re.compile(rb"NOQUEUE|[0-9A-F]{6,20}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-t
 # that the same words in a client's text smtpd quotes (a non-SMTP command) count for nobody.
 _REJECT_LINE = re.compile(rb"(?:" + _QUEUE_ID.pattern + rb"): (?:milter-)?" + _REJECT.pattern)
 _LIMIT = re.compile(rb"warning: [A-Za-z ]{1,60} limit exceeded: [0-9]+ from ")
+# A delivery's own fields up to its relay= value: "<queue id>: to=<...>[, orig_to=<...>],
+# relay=". An address is taken whole, "..." and \x inside it included, so that a relay=,
+# delays= or said: a client put in a recipient is never read.
+_ADDRESS = rb'<(?:[^"\\>]|\\.|"(?:[^"\\]|\\.)*")*>'
+_DELIVERY = re.compile(
+    rb"(?:" + _QUEUE_ID.pattern + rb"): to=" + _ADDRESS + rb"(?:, orig_to=" + _ADDRESS + rb")?"
+    rb", relay=",
+    re.S,
+)
 
 # First bytes of a plausible log line: a month name (syslog, maillog_file) or a digit
 # (RFC 3339). Anything else is junk and counts as skipped.
@@ -246,7 +255,11 @@ def read_postfix(
     last_stamp, last_when = b"", None
     # Counted in locals, which the hot loop updates much faster than attributes.
     lines = parsed = ignored = skipped = after_now = 0
-    previous = None  # the last line of interest, which sysklogd's "last message repeated" folds
+    # What sysklogd's "<host> last message repeated" folds: that host's last line, if it was of
+    # interest. host -> (number, line) of its last line of interest; the number of the last line
+    # of no interest, whose host is not taken apart (that would cost every line).
+    last_of: dict[bytes, tuple[int, bytes]] = {}
+    plain_at = 0
 
     # Substring tests on every line use find() rather than `in`: CPython's `in` on bytes
     # first tries its operand as a byte value and clears the TypeError that raises, which
@@ -262,22 +275,24 @@ def read_postfix(
                 if first is None:
                     first = _first_time(line, book=book, stamp_of=stamp_of)
                 if line[0] in plausible and line.find(b": ") >= 0:
-                    # sysklogd folds only the line right before: this one, of no interest.
-                    previous = None
+                    plain_at = lines
                     ignored += 1
                     continue
                 # "<stamp> <host> last message repeated 3 times" has no "program: ".
                 if _LAST_REPEATED in line:
                     times = _fold_count(line, _LAST_REPEATED)
                     if times:
-                        if previous is not None:
-                            first = extras.again(previous, times, stamp_of=stamp_of, first=first)
+                        # The host's last line of interest, unless a line of no interest (of
+                        # this host, or of another: which one is not known) came after it.
+                        folded = last_of.get(_fold_host(line, origin))
+                        if folded is not None and folded[0] > plain_at:
+                            first = extras.again(folded[1], times, stamp_of=stamp_of,
+                                                 first=first)  # fmt: skip
                         ignored += 1  # a fold of a line of no interest is of none either
                         continue
-                previous = None
+                plain_at = lines
                 skipped += 1
                 continue
-            previous = line
 
             # Split: the common shape by one match, anything else by split_line.
             shape = common(line)
@@ -286,6 +301,7 @@ def read_postfix(
             else:
                 fields = split_line(line)
                 if fields is None:
+                    plain_at = lines
                     skipped += 1
                     continue
                 stamp, key, program, message = fields
@@ -295,6 +311,7 @@ def read_postfix(
                 else:  # no host (maillog_file): the rotated family keeps gateways apart
                     host = origin
                     key = origin + b" " + key if origin else key
+            last_of[host] = (lines, line)
 
             if stamp != last_stamp:
                 last_stamp, last_when = stamp, stamp_of(stamp)
@@ -585,10 +602,12 @@ class _Extras:
 
     def delivery(self, key: bytes, when: float, message: bytes) -> bool:
         """ "QID: to=<u@d>, relay=name[10.0.0.5]:25, delay=1.2, delays=0.1/0/0.5/0.6, ...":
-        a session of the gateway to the server, from its connection set-up to this line."""
-        relay = message.find(b" relay=")
-        if relay < 0:
+        a session of the gateway to the server, from its connection set-up to this line. Only
+        Postfix's relay= field right after the recipients names the server."""
+        fields = _DELIVERY.match(message)
+        if fields is None:
             return False
+        relay = fields.end()
         field_end = message.find(b", ", relay)
         bracket = message.find(b"[", relay, field_end if field_end > 0 else len(message))
         if bracket < 0:
@@ -645,6 +664,14 @@ def _take(client: tuple[bytes, bytes], port: bytes,
                 del table[client]
             return start
     return None
+
+
+def _fold_host(line: bytes, origin: bytes) -> bytes:
+    """The host of "<stamp> <host> last message repeated ...", as the common line shape (or,
+    for a line without one, `origin`) names it."""
+    head = line[: line.find(_LAST_REPEATED)].rstrip()
+    stamp_end = head.find(b" ") if line[:1] in b"0123456789" else (15 if len(head) > 15 else -1)
+    return (head[stamp_end + 1 :] if stamp_end >= 0 else b"") or origin
 
 
 def _fold_count(line: bytes, marker: bytes) -> int:

@@ -14,21 +14,24 @@ connection opens or closes normally, so:
   session that ended with QUIT leaves no line): SILENT_END seconds after a line that settled a
   message (`from=` accepted it, `to=` delivered it), COMMAND_TIMEOUT seconds after any other
   line (Sendmail's default `Timeout.command`: a client still waited for would have logged its
-  timeout by then, which keeps slow posts whole). Until then it counts as open.
+  timeout by then, which keeps slow posts whole). Until then it counts as open. A closing
+  line of that pid and client that still comes (within HELD_LONGEST: a client that held the
+  connection after its message) ends that session there instead of opening one of no length.
 A closing shape with no session open (its only line) is a session of no length; the same
 closing line read again (a log shipped twice) counts once, as with the Postfix reader.
 
 Where the client is. Each shape begins the message (after a queue id), and the client is
 what Sendmail writes there: after its own words (`lost input channel from name [addr] ...`),
-before them (`name [addr] did not issue ...`), or in the relay= field of a line of `name=value`
-fields. Sendmail writes one relay= field, at a known place: last on a `from=` line (after the
-msgid a client chose); right before `reject=` on a `ruleset=` line, after the rule's arguments
-(`arg1=`, `arg2=`), which Sendmail writes unbracketed, so that a line with more than one relay=
-(or none right before the verdict) is ambiguous and skipped, counted as such; and first among
-the fields split at ", " outside `<...>` and `"..."` on the others (`to=`, `AUTH=`,
-`STARTTLS=`), so that a relay= inside an address, a message id or a reject text is never read;
-its address is the value's last `[...]`, after the name the client's DNS gave. Text a client
-sent never decides a line's shape.
+before them (`name [addr] did not issue ...`: nothing but the client comes first, so that a
+`<recipient>... User unknown` that quotes these words is no shape), or in the relay= field of
+a line of `name=value` fields. Sendmail writes one relay= field, at a known place: last on a
+`from=` line (after the msgid a client chose); right before `reject=` on a `ruleset=` line,
+after the rule's arguments (`arg1=`, `arg2=`), which Sendmail writes unbracketed, so that a
+line with more than one relay= (or none right before the verdict) is ambiguous and skipped,
+counted as such; and first among the fields split at ", " outside `<...>` and `"..."` on the
+others (`to=`, `AUTH=`, `STARTTLS=`), so that a relay= inside an address, a message id or a
+reject text is never read; its address is the value's last `[...]`, after the name the
+client's DNS gave. Text a client sent never decides a line's shape.
 `rejecting commands from ... due to pre-greeting traffic` notes "pregreet" and the session
 goes on; timeouts note "command_time_limit"; `reject=4xx` counts a temporary failure for the
 client. Delivery lines (`to=... relay=server [addr] ... stat=Deferred: 421 ...`) count the
@@ -41,6 +44,7 @@ import re
 from typing import Callable, Iterable
 
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._engine import Engine
+from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions import RECENT_KEYS
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._syslog import (
     expand_repeats,
     split_syslog,
@@ -53,6 +57,10 @@ PROGRAMS = (b"sm-mta", b"sendmail")
 # last line; after any other line, one silent for COMMAND_TIMEOUT did.
 SILENT_END = 120.0
 COMMAND_TIMEOUT = 3600.0
+# How long after its last line a session that silence ended may still see its closing line
+# (a timeout, a lost input channel): the client's last command came at most about then, and
+# Sendmail drops a client silent for Timeout.command.
+HELD_LONGEST = COMMAND_TIMEOUT + SILENT_END
 
 CLOSE, NAMES, DELIVERY, AMBIGUOUS = "close", "names", "delivery", "ambiguous"
 # Why a ruleset= line whose relay= Sendmail's is not told apart from a client's is skipped.
@@ -76,8 +84,14 @@ SHAPES: tuple[tuple[bytes, str, str | None, bytes], ...] = (
     (b"connect from ", NAMES, None, b"connect from "),
 )  # fmt: skip
 PREGREET = b" due to pre-greeting traffic"
-# "name [addr] did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA": the client first.
+# "name [addr] did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA": the client first,
+# as Sendmail writes it (`[addr]`, `name [addr]`, `user@name [addr]`, maybe `(may be forged)`)
+# from the message's start; a message that starts otherwise (with `<` of an address a client
+# chose) only quotes these words. Group 1 is the address.
 DID_NOT_ISSUE = b" did not issue MAIL/EXPN/VRFY/ETRN during connection to "
+_DID_NOT_ISSUE = re.compile(
+    rb'(?:[^ \[\]<>"=,]+ )?\[([^ \[\]]+)\](?: \(may be forged\))?' + re.escape(DID_NOT_ISSUE)
+)
 # A line of Sendmail's `name=value, ...` fields: from=, to=, ruleset=, AUTH=, STARTTLS=.
 _FIELDS = re.compile(rb"[A-Za-z_]+=")
 # What splits fields (", "), and what keeps a ", " inside a value: <...>, "...", \\x.
@@ -202,6 +216,9 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
     now = book.now
     # key (latin-1 text) -> [last line's time, source] of the sessions this reader keeps open
     alive: dict[str, list] = engine.format_state.setdefault("sendmail_open", {})
+    # key -> [start, last line's time, source, where in book.ended] of the sessions that
+    # silence ended, oldest first, for a closing line of their pid and client that may follow
+    silent: dict[str, list] = engine.format_state.setdefault("sendmail_silent", {})
     origin = engine.origin  # the gateway of lines that name none
     last_stamp, last_when = b"", None
     newest = swept = None
@@ -228,7 +245,7 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
                 after_now += 1
                 continue
             if swept is None or when - swept > SILENT_END / 4:
-                _end_silent(alive, book=book, until=when)
+                _end_silent(alive, silent, book=book, until=when)
                 swept = when
             newest = when if newest is None or when > newest else newest
             if program not in PROGRAMS or not pid:
@@ -239,7 +256,7 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
             if queue_id is not None:
                 message = message[queue_id.end() :]
             outcome = _event(message, key=(host or origin) + b" " + pid, when=when,
-                             engine=engine, alive=alive)  # fmt: skip
+                             engine=engine, alive=alive, silent=silent)  # fmt: skip
             if outcome is None:
                 skipped += 1
             elif outcome:
@@ -254,20 +271,33 @@ def read(handle: Iterable[bytes], *, engine: Engine, stamp_of: Callable[[bytes],
         stats.after_now += after_now
 
     if newest is not None:
-        _end_silent(alive, book=book, until=newest)
+        _end_silent(alive, silent, book=book, until=newest)
     return first
 
 
-def _end_silent(alive: dict[str, list], *, book, until: float) -> None:
-    """End the sessions silent for more than SILENT_END before `until` at their last line."""
-    silent = [
+def _end_silent(alive: dict[str, list], silent: dict[str, list], *, book,
+                until: float) -> None:  # fmt: skip
+    """End the sessions silent for more than SILENT_END (COMMAND_TIMEOUT) before `until` at
+    their last line, and keep them in `silent` until no closing line of theirs can come."""
+    quiet = [
         name
         for name, (last, _source, settled) in alive.items()
         if until - last > (SILENT_END if settled else COMMAND_TIMEOUT)
     ]
-    for name in silent:
+    for name in quiet:
         last, source, _settled = alive.pop(name)
-        book.disconnect(name.encode("latin-1"), last, source)
+        key = name.encode("latin-1")
+        opened = book.open_sessions.get(key)
+        start = opened[0] if opened is not None else last
+        before = len(book.ended)
+        book.disconnect(key, last, source)
+        silent.pop(name, None)  # kept in the order they fell silent
+        silent[name] = [start, last, source, before if len(book.ended) > before else -1]
+    while silent:
+        name = next(iter(silent))
+        if until - silent[name][1] <= HELD_LONGEST and len(silent) <= RECENT_KEYS:
+            break
+        del silent[name]  # no closing line can come for it, or too many are kept
 
 
 def _shape(message: bytes) -> tuple[str, str | None, bytes | None, list[bytes]] | None:
@@ -289,9 +319,9 @@ def _shape(message: bytes) -> tuple[str, str | None, bytes | None, list[bytes]] 
         if message.startswith(b"ruleset=check_relay,"):
             return CLOSE, "rejected", raw, fields  # refused at connect
         return NAMES, None, raw, fields
-    at = message.find(DID_NOT_ISSUE)
-    if at > 0 and b"=" not in message[:at]:
-        return CLOSE, None, client(message, 0), []  # "name [addr] did not issue ..."
+    did_not_issue = _DID_NOT_ISSUE.match(message) if DID_NOT_ISSUE in message else None
+    if did_not_issue is not None:
+        return CLOSE, None, did_not_issue.group(1), []  # "name [addr] did not issue ..."
     for words, kind, note, where in SHAPES:
         if not message.startswith(words):
             continue
@@ -302,8 +332,8 @@ def _shape(message: bytes) -> tuple[str, str | None, bytes | None, list[bytes]] 
     return None
 
 
-def _event(message: bytes, *, key: bytes, when: float, engine: Engine,
-           alive: dict[str, list]) -> bool | None:  # fmt: skip
+def _event(message: bytes, *, key: bytes, when: float, engine: Engine, alive: dict[str, list],
+           silent: dict[str, list]) -> bool | None:  # fmt: skip
     shape = _shape(message)
     if shape is None:
         _evidence(key, when, engine=engine, alive=alive, settled=message.startswith(b"to="))
@@ -344,6 +374,14 @@ def _event(message: bytes, *, key: bytes, when: float, engine: Engine,
 
     settled = message.startswith(b"from=")
     if raw is not None and (session is None or session[1] != source):
+        held = silent.pop(name, None)
+        if (kind == CLOSE and held is not None and held[2] == source
+                and 0.0 <= when - held[1] <= HELD_LONGEST):  # fmt: skip
+            # The client held the connection after its message: the session silence ended
+            # lasted until this closing line of its pid.
+            book.extend(key, start=held[0], end=held[1], until=when, source=source,
+                        hint=held[3])  # fmt: skip
+            return True
         book.connect(key, when, source)  # a new client of this pid: the old one ended
         session = alive[name] = [when, source, settled]
     elif session is not None:

@@ -179,6 +179,29 @@ class SessionBook:
             closed.clear()
         closed[key] = when
 
+    def extend(self, key: Hashable, *, start: float, end: float, until: float,
+               source: str | None, hint: int = -1) -> None:  # fmt: skip
+        """The session (start, end, source) of `key`, ended at its last line `end` because its
+        key fell silent, went on to a line of `key` at `until` that ends it: it ends there.
+        `hint` is where it was put in `ended` (-1 outside the window); carried from an earlier
+        run, it lies there or before, where sessions that left the window were dropped."""
+        ended = self.ended
+        found = -1
+        if end >= self.window_start and hint >= 0:
+            whole = (start, end, source)
+            for position in range(min(hint, len(ended) - 1), -1, -1):
+                if ended[position] == whole:
+                    found = position
+                    break
+        if found >= 0:
+            ended[found] = (start, until, source)
+        else:
+            self._end(start, until, source)
+        closed = self._closed
+        if len(closed) >= RECENT_KEYS:
+            closed.clear()
+        closed[key] = until
+
     def finish(self) -> None:
         """Sum up the window: sessions per source, and the occupancy's changes; the sessions
         still open count with their age at `now`. The book itself stays as it was."""

@@ -1,8 +1,9 @@
 """What syslog does to mail logs, undone: the header of a line and `message repeated` lines.
 
 `split_syslog` takes a syslog line apart whether or not it has a `<PRI>` (a syslog push), a
-host (a file written by the gateway itself has none) or a pid. `expand_repeats` wraps a file
-handle and gives back the lines that a logger folded:
+host (a name or an address, IPv6 literals included; a file written by the gateway itself has
+none) or a pid. `expand_repeats` wraps a file handle and gives back the lines that a logger
+folded:
 - rsyslog's `<header> message repeated 3 times: [ <message>]` becomes the message 3 times
   (rsyslog wrote the first occurrence before, as its own line); only a message that begins
   with these words right after the syslog header (`program[pid]: `) is a fold, so that a
@@ -21,13 +22,19 @@ from typing import Iterable, Iterator
 
 MAX_REPEATS = 10_000
 
+# syslog's host field: a name or an IPv4 address, or an IPv6 literal (rsyslog writes the address
+# of a sender it has no name for; `2001:db8::`, `::ffff:192.0.2.1`), which the "program:" of a
+# line without host never is.
+_IPV6_LITERAL = rb"(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f.]*"
+HOST = rb"(?:[^ \[\]:]+|" + _IPV6_LITERAL + rb")"
+_IPV6_HOST = re.compile(_IPV6_LITERAL)
 # "Mar  4 14:21:04", after an optional "<166>"
 _CLOCK = rb"(?:<[0-9]{1,3}>)?[A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
 # A stamp (syslog or RFC 3339), a host (optional), a program with an optional "[pid]", ": ".
 _SYSLOG = re.compile(
     rb"(?:<[0-9]{1,3}>)?([A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
     rb"|[0-9]{4}-[0-9][0-9]-[0-9][0-9]T[^ ]+)"
-    rb" (?:([^ \[\]:]+) )?([^ \[\]:]+)(?:\[([0-9]+)\])?: "
+    rb" (?:(" + HOST + rb") )?([^ \[\]:]+)(?:\[([0-9]+)\])?: "
 )
 # rsyslog's fold, right after a syslog header: only there is it the logger's and not the text of
 # a message (a client's words quoted in it).
@@ -77,7 +84,7 @@ def expand_repeats(handle: Iterable[bytes]) -> Iterator[bytes]:
         stamp = _STAMP.match(line)
         if stamp is not None:
             host = line[stamp.end() :].split(b" ", 1)[0]
-            if host[-1:] == b":" or b"[" in host:
+            if b"[" in host or (host[-1:] == b":" and _IPV6_HOST.fullmatch(host) is None):
                 host = b""  # no host: the word after the stamp is the program
             previous[host] = line
         yield line

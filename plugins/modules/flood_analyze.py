@@ -27,8 +27,10 @@ options:
         C(mail.log.20261203-161500.gz), or an ESA's C(mail_logs.@20261203T101530.s) next to
         its current C(.c) file) is read oldest first and sessions continue across its files.
       - A missing file or a pattern that matches nothing fails the task, naming it.
-      - A file named twice, through a symlink, or copied under another name (the same size,
-        first and last 4 KiB) is read once; a copy is left out with a warning naming both.
+      - A file named twice, through a symlink, or copied under another name, compressed or
+        not (C(mail.log.1) next to the C(mail.log.1.gz) logrotate is writing), or one the log
+        has grown past (its whole text, uncompressed, is the start of another file's) is read
+        once, in the file with more text; the copy is left out with a warning naming both.
       - Lines that name no gateway host (an ESA's or Exim's own file, Postfix's
         C(maillog_file)) pair sessions only within their rotated family, so that two gateways'
         files never share a session; give each gateway's files one family.

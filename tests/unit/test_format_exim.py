@@ -494,3 +494,31 @@ def test_a_fold_imitated_in_exim_s_own_file_is_one_line():
     engine = feed(*[line] * 300)
 
     assert engine.stats.lines == 300
+
+
+# An ACL's message after "rejected RCPT <...>:" (or MAIL, or after DATA) is text an ACL wrote,
+# and may echo the client's: Exim's verdict words count only right after its own fields.
+# (the verdict and message after F=<a@b>, the 4xx it counts)
+ACL_MESSAGES = {
+    "the review's RCPT": (b'rejected RCPT <"y"@campus.example>: temporarily rejected connection '
+                          b'in "connect" ACL', 0),
+    "MAIL": (b'rejected MAIL <a@b>: rejected connection in "connect" ACL', 0),
+    "a 4xx to RCPT": (b'temporarily rejected RCPT <u@campus.example>: rejected connection in '
+                      b'"connect" ACL', 1),
+    "after DATA": (b"rejected after DATA: x temporarily rejected y", 0),
+    "unquoted recipient": (b"rejected RCPT y@campus.example: temporarily rejected connection in "
+                           b'"connect" ACL', 0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("verdict", "tempfails"), ACL_MESSAGES.values(), ids=ACL_MESSAGES)
+def test_verdict_words_in_an_acl_message_neither_end_the_session_nor_count(verdict, tempfails):
+    line = b"2026-12-03 09:50:05 [1201] H=(x) [192.0.2.9]:1418 I=[198.51.100.1]:25 F=<a@b> "
+    closed = b"2026-12-03 09:51:00 [1201] SMTP connection from [192.0.2.9]:1418 " \
+             b"I=[198.51.100.1]:25 closed by QUIT D=1m"  # fmt: skip
+
+    engine = feed(OPEN, line + verdict, closed)
+
+    assert sessions_of(engine.book) == {"192.0.2.9": (1, 60.0, 0)}
+    assert engine.notes == {}
+    assert engine.replies == ({"192.0.2.9": {"421": 0, "4xx": 1}} if tempfails else {})

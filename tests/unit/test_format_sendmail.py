@@ -17,7 +17,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._sessions impo
 from ansible_collections.campusnet.smtpguard.plugins.module_utils._timestamps import (
     TimestampParser,
 )
-from support.logs import NOW, sessions_of
+from support.logs import NOW, by_source, run_analysis, sessions_of
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "formats"
 FROM = b"Dec  3 09:50:00 mx2 sm-mta[500]: 5B3A000001: from=<a@example.org>, size=10, class=0, " \
@@ -413,3 +413,101 @@ def test_a_fold_imitated_in_a_msgid_keeps_its_line():
 
     assert engine.stats.lines == 1
     assert sessions_of(engine.book) == {"192.0.2.9": (1, 600.0, 1)}
+
+
+# -- shapes only where Sendmail writes them ------------------------------------------------------
+
+# A recipient the client chose that imitates Sendmail's closing lines: the line is client text
+# (a message that begins with "<"), never a shape and never a client.
+IMITATED_CLOSE = {
+    "did not issue": b'5B3A000001: <"x [203.0.113.77] did not issue MAIL/EXPN/VRFY/ETRN during '
+                     b'connection to MTA"@campus.example>... User unknown',
+    "did not issue, no name": b'5B3A000001: <"[203.0.113.77] did not issue MAIL/EXPN/VRFY/ETRN '
+                              b'during connection to MTA"@campus.example>... User unknown',
+    "did not issue, unquoted": b"5B3A000001: <x@campus.example>... x [203.0.113.77] did not "
+                               b"issue MAIL/EXPN/VRFY/ETRN during connection to MTA",
+    "lost input channel": b'5B3A000001: <"lost input channel from x [203.0.113.77] to MTA"'
+                          b"@campus.example>... User unknown",
+    "timeout waiting": b'5B3A000001: <"timeout waiting for input from x [203.0.113.77] during '
+                       b'server cmd read"@campus.example>... User unknown',
+    "collect": b'5B3A000001: <"collect: read timeout on connection from x [203.0.113.77]"'
+               b"@campus.example>... User unknown",
+    "rejecting commands": b'5B3A000001: <"rejecting commands from x [203.0.113.77] due to '
+                          b'pre-greeting traffic"@campus.example>... User unknown',
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("text", IMITATED_CLOSE.values(), ids=IMITATED_CLOSE)
+def test_a_recipient_imitating_a_closing_line_is_no_shape_and_names_nobody(text):
+    close = at(b"09:59:00", b"500", b"5B3A000001: lost input channel from host.example.net "
+               b"[192.0.2.9] to MTA after rcpt")  # fmt: skip
+
+    engine = feed(FROM, at(b"09:50:01", b"500", text), close)
+
+    assert sessions_of(engine.book) == {"192.0.2.9": (1, 540.0, 0)}
+    assert engine.notes == {}
+    assert (engine.stats.parsed, engine.stats.ignored, engine.stats.skipped) == (2, 1, 0)
+
+
+# -- a client that holds the connection after its message ------------------------------------------
+
+HELD = at(b"09:00:00", b"600", b"5B3A000002: from=<a@example.org>, size=10, class=0, nrcpts=1, "
+          b"proto=ESMTP, daemon=MTA, relay=holder.example.net [192.0.2.10]")  # fmt: skip
+SENT = at(b"09:00:01", b"600", b"5B3A000002: to=<u@campus.example>, delay=00:00:01, "
+          b"mailer=relay, relay=mx1.campus.example [10.0.0.5], stat=Sent (ok)")  # fmt: skip
+GOING = at(b"09:59:59", b"601", b"keeps the log going")
+HOLDER_CLOSES = {
+    "timeout": (b"09:40:00", b"5B3A000002: timeout waiting for input from holder.example.net "
+                b"[192.0.2.10] during server cmd read", 2400.0),
+    "lost input channel": (b"09:09:00", b"5B3A000002: lost input channel from "
+                           b"holder.example.net [192.0.2.10] to MTA after quit", 540.0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("clock", "text", "longest"), HOLDER_CLOSES.values(), ids=HOLDER_CLOSES)
+def test_a_closing_line_after_a_silence_ended_session_extends_it(clock, text, longest):
+    close = at(clock, b"600", text)
+
+    engine = feed(HELD, SENT, close, GOING)
+    twice = feed(HELD, SENT, close, close, GOING)
+
+    assert sessions_of(engine.book) == {"192.0.2.10": (1, longest, 0)}
+    assert sessions_of(twice.book) == {"192.0.2.10": (1, longest, 0)}
+    assert twice.book.counts["repeated_lines"] == 1
+
+
+def test_a_closing_line_of_another_client_on_a_reused_pid_is_its_own_session():
+    close = at(b"09:40:00", b"600", b"5B3A000003: timeout waiting for input from other.example "
+               b"[192.0.2.11] during server cmd read")  # fmt: skip
+
+    engine = feed(HELD, SENT, close, GOING)
+
+    assert sessions_of(engine.book) == {"192.0.2.10": (1, 1.0, 0), "192.0.2.11": (1, 0.0, 0)}
+
+
+def test_a_closing_line_long_after_the_command_timeout_extends_nothing():
+    early = [line.replace(b" 09:00:0", b" 06:00:0") for line in (HELD, SENT)]
+    close = at(b"09:00:00", b"600", b"5B3A000002: lost input channel from holder.example.net "
+               b"[192.0.2.10] to MTA after quit")  # fmt: skip
+
+    engine = feed(*early, at(b"08:00:00", b"601", b"keeps the log going"), close)
+
+    assert sessions_of(engine.book) == {"192.0.2.10": (2, 1.0, 0)}
+
+
+def test_a_held_connection_closed_in_the_next_run_is_one_session(tmp_path):
+    log, state = tmp_path / "maillog", tmp_path / "state.json"
+    close = at(b"09:40:00", b"600", HOLDER_CLOSES["timeout"][1])
+    log.write_bytes(b"".join(line + b"\n" for line in (HELD, SENT, at(b"09:10:00", b"601", b"x"))))
+    options = {"format": "sendmail", "window": 7200.0}
+    run_analysis(log, state_path=str(state), **options)
+    with open(log, "ab") as handle:
+        handle.write(close + b"\n" + GOING + b"\n")
+
+    again = run_analysis(log, state_path=str(state), **options)
+    full = run_analysis(log, **options)
+
+    assert again["state"]["resumed"] is True
+    assert by_source(again)["192.0.2.10"]["sessions"] == 1
+    assert by_source(again)["192.0.2.10"]["longest_session"] == 2400
+    assert by_source(again) == by_source(full)

@@ -405,6 +405,76 @@ def test_a_copy_of_a_log_under_another_name_is_read_once_and_named(tmp_path, sec
         assert said == []
 
 
+def _log_of(client: str, count: int, start: float) -> bytes:
+    log = PostfixLog()
+    log.sessions(client, count, start=start, duration=30)  # beyond the 4 KiB compared
+    return log.data()
+
+
+OTHER = b"Dec  3 09:59:59 mx1 postfix/pickup[3]: keeps the log going\n"
+# (files as name -> bytes made of the log's text, the files read, 192.0.2.1's sessions);
+# copies hold only lines another file holds too: compressed, grown, or halfway compressed.
+LATER_COPIES = {
+    "compressed copy": ({"mail.log": lambda data: data,
+                         "mail.log.old.gz": lambda data: gzip.compress(data)}, ["mail.log"], 200),
+    "grown copy": ({"mail.log": lambda data: data, "mail.log.bak": lambda data: data + OTHER},
+                   ["mail.log.bak"], 200),
+    "rotated file and its gzip": ({"mail.log.1": lambda data: data,
+                                   "mail.log.1.gz": lambda data: gzip.compress(data),
+                                   "mail.log": lambda data: OTHER},
+                                  ["mail.log.1", "mail.log"], 200),
+    "rotated file and its gzip halfway": ({"mail.log.1": lambda data: data,
+                                           "mail.log.1.gz": lambda data: gzip.compress(data)[:-900],
+                                           "mail.log": lambda data: OTHER},
+                                          ["mail.log.1", "mail.log"], 200),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("files", "read", "sessions"), LATER_COPIES.values(), ids=LATER_COPIES)
+def test_a_compressed_or_grown_copy_is_read_once_and_named(tmp_path, files, read, sessions):
+    data = _log_of("192.0.2.1", 200, NOW - 900)
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content(data))
+    warnings: list[str] = []
+
+    result = run_analysis(*(tmp_path / name for name in files), warnings=warnings)
+
+    said = [warning for warning in warnings if "same content" in warning]
+    assert by_source(result)["192.0.2.1"]["sessions"] == sessions
+    assert [os.path.basename(path) for path in result["stats"]["files"]] == read
+    dropped = set(files) - set(read)
+    assert len(said) == len(dropped)
+    assert all(name in said[0] for name in dropped | {read[0]})
+
+
+def _same_start_other_lines(data: bytes) -> bytes:
+    return data[:6000] + _log_of("192.0.2.2", 50, NOW - 600)  # the same first 4 KiB
+
+
+def _same_start_shorter(data: bytes) -> bytes:
+    return data[: data.index(b"\n", 8000) + 1] + OTHER  # shorter, its last line another
+
+
+NOT_COPIES = [
+    pytest.param(_same_start_other_lines, id="same-first-4-KiB-other-lines"),
+    pytest.param(_same_start_shorter, id="shorter-with-another-last-line"),
+    pytest.param(lambda data: gzip.compress(_same_start_shorter(data)), id="gzip-of-another"),
+]
+
+
+@pytest.mark.parametrize("other", NOT_COPIES)
+def test_a_log_that_only_begins_like_another_is_no_copy(tmp_path, other):
+    data = _log_of("192.0.2.1", 200, NOW - 900)
+    (tmp_path / "mail.log").write_bytes(data)
+    (tmp_path / "other.log").write_bytes(other(data))
+    warnings: list[str] = []
+
+    result = run_analysis(tmp_path / "mail.log", tmp_path / "other.log", warnings=warnings)
+
+    assert len(result["stats"]["files"]) == 2
+    assert [warning for warning in warnings if "same content" in warning] == []
+
+
 def test_empty_files_are_no_copies_of_each_other(tmp_path):
     _touch(tmp_path, "mail.log", "other.log")
     warnings: list[str] = []

@@ -630,6 +630,44 @@ def test_sysklogd_fold_after_an_unrelated_line_does_not_repeat_a_session_event()
     assert engine.book.counts["ended_unknown"] == 0
 
 
+# sysklogd folds per host: in a file of several gateways a fold repeats its own host's last
+# line, however many lines of other hosts came between; (lines, sessions of CLIENT, its 4xx).
+FOLDS_OF_HOSTS = {
+    "the review's case: a fold of another host": (
+        ["{0} mx1 postfix/postscreen[10]: CONNECT from [192.0.2.5]:40000 to [10.0.0.1]:25",
+         "{1} mx2 last message repeated 400 times",
+         "{5} mx1 postfix/postscreen[10]: DISCONNECT [192.0.2.5]:40000"], [5.0], 0),
+    "its own host's line, with another host's between": (
+        ["{0} mx1 postfix/smtpd[100]: connect from x[192.0.2.5]",
+         "{1} mx2 postfix/smtpd[200]: connect from y[192.0.2.6]",
+         "{2} mx1 postfix/smtpd[100]: NOQUEUE: reject: RCPT from x[192.0.2.5]: 450 4.7.1 <u>: "
+         "later",
+         "{3} mx2 postfix/smtpd[200]: disconnect from y[192.0.2.6]",
+         "{4} mx1 last message repeated 2 times",
+         "{5} mx1 postfix/smtpd[100]: disconnect from x[192.0.2.5]"], [5.0], 3),
+    "a line of no interest of any host since": (
+        ["{0} mx1 postfix/smtpd[100]: connect from x[192.0.2.5]",
+         "{1} mx2 postfix/qmgr[7]: 3F1A2B4C5D: removed",
+         "{2} mx1 last message repeated 3 times",
+         "{5} mx1 postfix/smtpd[100]: disconnect from x[192.0.2.5]"], [5.0], 0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("lines", "sessions", "replies"), FOLDS_OF_HOSTS.values(),
+                         ids=FOLDS_OF_HOSTS)  # fmt: skip
+def test_sysklogd_fold_repeats_its_own_host_s_line_only(lines, sessions, replies):
+    log = PostfixLog()
+    for number, text in enumerate(lines):
+        log.raw(NOW - 60 + number, text.format(*(stamp(NOW - 60 + second) for second in range(6))))
+    log.line(NOW - 1, "keeps going", pid=3, program="postfix/pickup")
+
+    engine = read_engine(log)
+
+    assert durations(engine.book).get(CLIENT) == sessions
+    assert engine.book.counts["open_sessions"] == 0
+    assert engine.replies.get(CLIENT, {}).get("4xx", 0) == replies
+
+
 @pytest.mark.parametrize("fold", [
     "{stamp} mx1 postfix/smtpd[100]: message repeated 99999999 times: [ {reject}]",
     "{stamp} mx1 last message repeated 99999999 times",
@@ -734,6 +772,36 @@ def test_a_delivery_without_a_server_in_its_relay_field_is_no_server_session(rel
 
     assert engine.servers.ended == [] and engine.server_replies == {}
     assert (engine.stats.parsed, engine.stats.ignored) == (0, 1)
+
+
+# Recipients a client chose that imitate the fields after them: the server is Postfix's own
+# relay= after to= (and orig_to=), and delays= and said: count only after it.
+FAKE = '"x, relay=fake[203.0.113.9]:25, delays=0/0/300/300, said: 421 "@campus.example'
+REAL = ("relay=mx-in.campus.example[10.0.0.5]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, "
+        "status=sent (250 ok)")
+IMITATED_RELAYS = {
+    "the review's recipient": (f"to=<{FAKE}>, {REAL}", [(-61.1, -60.0, "10.0.0.5")]),
+    "in orig_to": (f"to=<u@campus.example>, orig_to=<{FAKE}>, {REAL}",
+                   [(-61.1, -60.0, "10.0.0.5")]),
+    "with an escaped quote": (f'to=<"a\\", {FAKE[1:]}>, {REAL}', [(-61.1, -60.0, "10.0.0.5")]),
+    "with an angle bracket": (f'to=<"a>, {FAKE[1:]}>, {REAL}', [(-61.1, -60.0, "10.0.0.5")]),
+    "relay=none after it": (f"to=<{FAKE}>, relay=none, delay=5, delays=0/0/5/0, dsn=4.4.1, "
+                            "status=deferred (connect to x[10.0.0.5]:25: Connection refused)", []),
+    "no relay= after it": (f"to=<{FAKE}>, delay=5, status=deferred", []),
+    "unclosed recipient": (f"to=<{FAKE}, {REAL}", []),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("message", "sessions"), IMITATED_RELAYS.values(), ids=IMITATED_RELAYS)
+def test_a_delivery_s_server_is_postfix_s_relay_field_not_the_recipient(message, sessions):
+    log = PostfixLog()
+    log.line(NOW - 60, f"3A1AF21E65F: {message}", pid=900, program=SMTP)
+
+    engine = read_engine(log, servers=True)
+
+    assert [(round(start, 3), end, server) for start, end, server in spans(engine.servers)] \
+        == sessions  # fmt: skip
+    assert engine.server_replies == {}
 
 
 def test_a_delivery_without_delays_is_a_session_of_no_length_at_its_line():

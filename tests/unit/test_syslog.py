@@ -9,6 +9,7 @@ from ansible_collections.campusnet.smtpguard.plugins.module_utils._syslog import
     expand_repeats,
     split_syslog,
 )
+from support.logs import by_source, run_analysis
 
 SHAPES = {
     "push without host": (
@@ -43,6 +44,18 @@ SHAPES = {
     "empty message": (
         b"Dec  3 10:00:00 mx1 sendmail[77]: \n",
         (b"Dec  3 10:00:00", b"mx1", b"sendmail", b"77", b"")),
+    "IPv6 host": (
+        b"Dec  3 10:00:00 2001:db8::25 sm-mta[77]: x: lost input channel\n",
+        (b"Dec  3 10:00:00", b"2001:db8::25", b"sm-mta", b"77", b"x: lost input channel")),
+    "IPv6 host ending in ::": (
+        b"<166>Dec  3 10:00:00 2001:db8:: mail_logs: Info: ICID 5 close\n",
+        (b"Dec  3 10:00:00", b"2001:db8::", b"mail_logs", b"", b"Info: ICID 5 close")),
+    "IPv4-mapped IPv6 host": (
+        b"Dec  3 10:00:00 ::ffff:192.0.2.25 exim[9]: x\n",
+        (b"Dec  3 10:00:00", b"::ffff:192.0.2.25", b"exim", b"9", b"x")),
+    "no host, a word with a colon in the message": (
+        b"<166>Dec  3 10:00:00 mail_logs: Info: ICID 5 close\n",
+        (b"Dec  3 10:00:00", b"", b"mail_logs", b"", b"Info: ICID 5 close")),
 }  # fmt: skip
 
 
@@ -180,9 +193,51 @@ def test_message_repeated_inside_a_message_is_no_fold(line):
     assert _expand(LINE, line) == [LINE, line]
 
 
+def test_sysklogd_fold_of_an_ipv6_host_repeats_that_host_s_line():
+    line = b"Mar  4 14:21:04 2001:db8:: sendmail[5]: x: lost input channel from [192.0.2.5]\n"
+    other = b"Mar  4 14:21:05 mx2 sendmail[6]: y: lost input channel from [192.0.2.6]\n"
+    fold = b"Mar  4 14:21:09 2001:db8:: last message repeated 1 times\n"
+
+    assert _expand(line, other, fold) == [line, other, b"Mar  4 14:21:09 " + line[16:]]
+
+
 def test_a_line_quoting_a_fold_s_words_is_the_line_a_sysklogd_fold_repeats():
     quoting = b"Mar  4 14:21:05 mx1 sendmail[6]: y: lost input channel from x [192.0.2.6] " \
               b"(message repeated 2 times: [ z])\n"  # fmt: skip
     fold = b"Mar  4 14:21:09 mx1 last message repeated 1 times\n"
 
     assert _expand(LINE, quoting, fold) == [LINE, quoting, b"Mar  4 14:21:09 " + quoting[16:]]
+
+
+# A gateway that syslog names by an IPv6 literal (rsyslog writes the address when it has no
+# name): each reader that takes syslog's header apart reads it, and auto-detection finds it.
+IPV6_HOSTS = {
+    "sendmail": (
+        b"Dec  3 09:50:00 {host} sm-mta[500]: 5B3A000001: from=<a@example.org>, size=10, "
+        b"class=0, nrcpts=1, proto=ESMTP, daemon=MTA, relay=bot.example.net [192.0.2.9]",
+        b"Dec  3 09:50:30 {host} sm-mta[500]: 5B3A000001: lost input channel from "
+        b"bot.example.net [192.0.2.9] to MTA after rcpt"),
+    "exim": (
+        b"Dec  3 09:50:00 {host} exim[1200]: SMTP connection from [192.0.2.9]:1418 "
+        b"I=[198.51.100.1]:25 (TCP/IP connection count = 1)",
+        b"Dec  3 09:50:30 {host} exim[1201]: SMTP connection from [192.0.2.9]:1418 "
+        b"I=[198.51.100.1]:25 closed by QUIT D=30s"),
+    "cisco_esa": (
+        b"<166>Dec  3 09:50:00 {host} mail_logs: Info: New SMTP ICID 5 interface Data 1 "
+        b"(198.51.100.10) address 192.0.2.9 reverse dns host unknown verified no",
+        b"<166>Dec  3 09:50:30 {host} mail_logs: Info: ICID 5 close"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("host", [b"2001:db8::25", b"2001:db8::", b"::ffff:198.51.100.25"])
+@pytest.mark.parametrize("fmt", IPV6_HOSTS)
+def test_a_gateway_named_by_an_ipv6_literal_is_read_and_detected(tmp_path, fmt, host):
+    log = tmp_path / "mail.log"
+    lines = [line.replace(b"{host}", host) for line in IPV6_HOSTS[fmt]]
+    log.write_bytes(b"\n".join(lines) + b"\n")
+
+    result = run_analysis(log)
+
+    assert result["stats"]["format"] == fmt
+    assert (result["stats"]["parsed"], result["stats"]["skipped"]) == (2, 0)
+    assert by_source(result)["192.0.2.9"]["longest_session"] == 30
