@@ -241,7 +241,8 @@ def _label(facts: Facts) -> str:
 def _blocked(facts: Facts) -> str:
     # A dry run blocks nothing; a rerun that finds the same sources renews entries in force.
     if facts.check_mode:
-        return f"{facts.blocked_new} to block"
+        renewed = f", {facts.renewed} to renew" if facts.renewed else ""
+        return f"{facts.blocked_new} to block{renewed}"
     renewed = f", {facts.renewed} renewed" if facts.renewed else ""
     return f"{facts.blocked_new} blocked{renewed}"
 

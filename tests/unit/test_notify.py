@@ -98,6 +98,14 @@ def test_a_dry_run_says_so_and_counts_what_it_would_block():
     assert "DRY RUN: nothing was pushed or recorded" in message.text
 
 
+def test_a_dry_run_of_a_rerun_names_the_entries_it_would_renew():
+    facts = cycle_facts(gateways={"gw1": analysis(45.0, alert=True)}, spare={},
+                        plan={"added": [], "renewed": [{"ip": "203.0.113.5"}] * 13},
+                        check_mode=True)  # fmt: skip
+
+    assert "(peak 60.0%), 0 to block, 13 to renew, 0 spared" in compose(facts).subject
+
+
 def test_a_rerun_names_the_entries_it_renewed():
     facts = cycle_facts(gateways={"gw1": analysis(45.0, alert=True)}, spare={},
                         plan={"added": [], "renewed": [{"ip": "203.0.113.5"}] * 13})
