@@ -1,4 +1,4 @@
-"""The lab as a new operator meets it: `up` twice, `down` twice, runs cut short.
+"""The lab as a new operator meets it: `up` twice, `down` twice, runs cut short, sshd restarts.
 
 Each test builds a lab of its own (tools/lab/lab.py, prefix sgll) and checks that tearing it
 down leaves nothing behind: no namespace, no link on this host, no process inside the lab's
@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,17 @@ ROOT = Path(__file__).resolve().parents[2]
 LAB_PY = ROOT / "tools" / "lab" / "lab.py"
 PREFIX = "sgll"
 DIRECTORY = Path("/run/smtpguard-lab-lifecycle")
-ARGS = ("--dir", str(DIRECTORY), "--prefix", PREFIX, "--number", "51")
+BUILD = ("--prefix", PREFIX, "--number", "51")  # `up` only: the other commands refuse them
+
+
+def argv(args: Sequence[str]) -> list[str]:
+    build = BUILD if args[0] == "up" else ()
+    return [sys.executable, str(LAB_PY), *args, "--dir", str(DIRECTORY), *build]
 
 
 def lab(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(LAB_PY), *args, *ARGS],
+        argv(args),
         text=True,
         capture_output=True,
         check=False,
@@ -37,7 +43,7 @@ def lab(*args: str) -> subprocess.CompletedProcess[str]:
 
 def start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(LAB_PY), *args, *ARGS],
+        argv(args),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -179,6 +185,78 @@ def test_sigterm_to_an_attack_stops_its_traffic_and_down_leaves_nothing(clean):
     assert reset.returncode == 0, reset.stderr
     assert background.returncode == 0, background.stderr
     assert foreground.returncode == 1 and "an attack runs already" in foreground.stderr
+    assert down.stdout.strip() == "lab removed"
+    assert leftovers(inodes) == NOTHING
+
+
+DEAD = 2**22 + 1  # above the kernel's highest PID: never a running process
+
+
+def sshds_with(config: str) -> list[int]:
+    """PIDs of the sshd listeners started with this configuration (sshd retitles itself, but
+    its title keeps the command line)."""
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if line.startswith("sshd: ") and f"-f {config} " in line:
+            pids.append(int(entry.name))
+    return pids
+
+
+def hold_port(namespace: str, address: str, port: int) -> subprocess.Popen[str]:
+    """A process in the namespace listening on address:port, ready when this returns."""
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c",
+         "import socket, sys; s = socket.create_server((sys.argv[1], int(sys.argv[2]))); "
+         "print('ready', flush=True); sys.stdin.read()", address, str(port)],
+        text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert holder.stdout.readline() == "ready\n"
+    return holder
+
+
+def test_restart_keeps_a_running_sshd_and_starts_a_stopped_one_once(clean):
+    assert lab("up").returncode == 0
+    inodes = set(namespaces().values())
+    record = json.loads((DIRECTORY / "lab.json").read_text())
+    serving = record["pids"]["sshd-gateway"]["pid"]
+    config = str(DIRECTORY / "ssh" / "gateway" / "sshd_config")
+
+    running = lab("restart", "sshd-gateway")
+    after_running = sshds_with(config)
+    # What an earlier lab.py left behind: the record naming a dead sshd, the real one serving.
+    record["pids"]["sshd-gateway"]["pid"] = DEAD
+    (DIRECTORY / "lab.json").write_text(json.dumps(record))
+    lost = lab("restart", "sshd-gateway")
+    stopped = lab("stop", "sshd-gateway")
+    started = lab("restart", "sshd-gateway")
+    status = json.loads(lab("status").stdout)["daemons"]["sshd-gateway"]
+    after_start = sshds_with(config)
+
+    lab("stop", "sshd-gateway")
+    facts = record["facts"]
+    holder = hold_port(facts["namespaces"]["gateway"], facts["gateway_mgmt"], 22)
+    try:
+        taken = lab("restart", "sshd-gateway")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    down = lab("down")
+
+    assert (running.returncode, running.stdout.strip()) == (0, str(serving)), running.stderr
+    assert "runs already" in running.stderr
+    assert after_running == [serving]  # no second sshd
+    assert (lost.returncode, lost.stdout.strip()) == (0, str(serving)), lost.stderr
+    assert f"not as the recorded {DEAD}; recorded it" in lost.stderr
+    assert (stopped.returncode, stopped.stdout.strip()) == (0, str(serving)), stopped.stderr
+    assert started.returncode == 0, started.stderr
+    assert status["pid"] == int(started.stdout) != serving and status["alive"] is True
+    assert after_start == [status["pid"]]
+    assert taken.returncode == 1
+    assert "exited at start" in taken.stderr and f"held by pid {holder.pid}" in taken.stderr
     assert down.stdout.strip() == "lab removed"
     assert leftovers(inodes) == NOTHING
 

@@ -11,6 +11,11 @@ Needs root. Commands:
     python3 tools/lab/lab.py probe     # per source: does it still get a 220? mail at campus?
                                        # (exit 1 if a sender is wrongly cut off; with
                                        # --expect-defended also if an attacker is served)
+    python3 tools/lab/lab.py stop NAME # stop one daemon that `status` names, by PID
+    python3 tools/lab/lab.py restart NAME
+                                       # start a stopped sshd (sshd-bastion ...) again
+
+Each command takes its own options only (`lab.py <command> --help`) and refuses others.
 
 The lab directory (default /run/smtpguard-lab, or $SMTPGUARD_LAB_DIR) holds every file of
 the run: keys, known_hosts, ssh_config, daemon configurations, logs and lab.json, the record
@@ -87,6 +92,10 @@ DNSBL_REPLY = "127.0.0.2"
 
 class LabError(Exception):
     """A step of the lab failed; the message names it and what to do."""
+
+
+class UsageError(LabError):
+    """The command line names something the lab does not have (exit 2, like argparse)."""
 
 
 @dataclass(frozen=True)
@@ -230,8 +239,11 @@ def in_ns(namespace: str, *command: str, check: bool = True, input: str | None =
     return run(["ip", "netns", "exec", namespace, *command], check=check, input=input)
 
 
-def start(record: Record, name: str, namespace: str, command: Sequence[str]) -> int:
-    """Start a daemon in the foreground inside a namespace; its PID goes into the record."""
+def start(
+    record: Record, name: str, namespace: str, command: Sequence[str], *, config: str | None = None
+) -> int:
+    """Start a daemon in the foreground inside a namespace; its PID goes into the record, with
+    the configuration file that tells it from another daemon of the same program, if given."""
     log = record.plan.directory / "logs" / f"{name}.log"
     log.parent.mkdir(exist_ok=True)
     with log.open("ab") as output:
@@ -243,7 +255,8 @@ def start(record: Record, name: str, namespace: str, command: Sequence[str]) -> 
             env=ENV,
             start_new_session=True,
         )
-    record.add("pids", {"pid": process.pid, "program": Path(command[0]).name}, key=name)
+    entry = {"pid": process.pid, "program": Path(command[0]).name}
+    record.add("pids", {**entry, "config": config} if config else entry, key=name)
     return process.pid
 
 
@@ -259,16 +272,42 @@ def wait_until(what: str, test, *, timeout: float = 15.0, log: Path | None = Non
 # --- Stopping by PID -------------------------------------------------------------------------
 
 
-def program_of(pid: int) -> str:
+def arguments_of(pid: int) -> list[str]:
     try:
-        return Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name
-    except (OSError, UnicodeDecodeError):
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.rstrip(b"\0").decode(errors="replace").split("\0")
+
+
+def program_of(pid: int) -> str:
+    """The name of the executable a process runs ("" when gone)."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/exe")).name.removesuffix(" (deleted)")
+    except OSError:
         return ""
 
 
-def stop_pid(pid: int, program: str, *, grace: float = 10.0) -> bool:
+def runs(pid: int, program: str, *, config: str | None = None) -> bool:
+    """Whether `pid` still is the process we started: alive, running `program`, and started
+    with `config` if given. sshd and Postfix retitle themselves (`sshd: /usr/sbin/sshd -D -e -f
+    <config> [listener] ...`), so the executable names the program, or else argv[0] does (the
+    attack's `python` runs python3.x); a retitled sshd keeps its original command line."""
+    if not alive(pid):
+        return False
+    arguments = arguments_of(pid)
+    names = {program_of(pid), Path(arguments[0]).name if arguments else ""}
+    return program in names and (config is None or config in " ".join(arguments))
+
+
+def entry_runs(entry: dict) -> bool:
+    """Whether the daemon a record entry names still runs as recorded."""
+    return runs(entry["pid"], entry["program"], config=entry.get("config"))
+
+
+def stop_pid(pid: int, program: str, *, config: str | None = None, grace: float = 10.0) -> bool:
     """SIGTERM, then SIGKILL, one process, if it is still the program we started."""
-    if not alive(pid) or program not in program_of(pid):
+    if not runs(pid, program, config=config):
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -447,8 +486,20 @@ def start_sshd(record: Record, name: str, *, listen: str, forwarding: bool) -> s
         )
     )
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    start(record, f"sshd-{name}", plan.ns(name), ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)])
+    start_sshd_daemon(record, f"sshd-{name}", config=str(config))
     return (directory / "ssh_host_ed25519_key.pub").read_text().split(" ")[:2]
+
+
+def start_sshd_daemon(record: Record, name: str, *, config: str) -> int:
+    host = name.removeprefix("sshd-")
+    command = ["/usr/sbin/sshd", "-D", "-e", "-f", config]
+    return start(record, name, record.plan.ns(host), command, config=config)
+
+
+def ssh_listeners(namespace: str) -> list[int]:
+    """PIDs of the processes listening on TCP port 22 in a namespace."""
+    output = in_ns(namespace, "ss", "-Htlnp", "( sport = :22 )", check=False)
+    return [int(pid) for pid in re.findall(r"pid=(\d+)", output)]
 
 
 def write_ssh_client(plan: Plan, host_keys: dict[str, tuple[str, list[str]]]) -> None:
@@ -748,10 +799,7 @@ def up(plan: Plan) -> tuple[Record, bool]:
 def healthy(record: Record) -> bool:
     """Complete, and every daemon it started still runs (a finished attack does not count)."""
     daemons = {name: entry for name, entry in record.data["pids"].items() if name != "attack"}
-    return record.data["complete"] and all(
-        alive(entry["pid"]) and entry["program"] in program_of(entry["pid"])
-        for entry in daemons.values()
-    )
+    return record.data["complete"] and all(entry_runs(entry) for entry in daemons.values())
 
 
 def wait_for_ssh(plan: Plan) -> None:
@@ -784,7 +832,7 @@ def down(directory: Path) -> bool:
     for socket in sorted((directory / "ssh").glob("mux-*")):
         run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "lab"], check=False)
     for name, entry in reversed(list(record.data["pids"].items())):
-        if stop_pid(entry["pid"], entry["program"], grace=15):
+        if stop_pid(entry["pid"], entry["program"], config=entry.get("config"), grace=15):
             LOG.info("stopped %s (pid %d)", name, entry["pid"])
     # Postfix's daemons outlive a master that is killed; any process left in our namespaces
     # is ours (the namespaces were created by this lab), so stop those by PID too.
@@ -810,36 +858,74 @@ def status(directory: Path) -> dict:
         "running": True,
         "complete": record.data["complete"],
         "daemons": {
-            name: {**entry, "alive": alive(entry["pid"])}
+            name: {**entry, "alive": entry_runs(entry)}
             for name, entry in record.data["pids"].items()
         },
         **record.data["facts"],
     }
 
 
-def stop_daemon(directory: Path, name: str) -> int:
+def stop_daemon(directory: Path, name: str | None) -> int:
     """Stop one recorded daemon by PID (the fault tests: the bastion down)."""
-    record = Record.load(directory)
-    if record is None or name not in record.data["pids"]:
-        raise LabError(f"no daemon {name} recorded in {directory}/lab.json")
+    record = complete_record(directory)
+    names = list(record.data["pids"])
+    if name not in names:
+        raise UsageError(
+            f"{'name the daemon to stop' if name is None else f'no daemon {name!r} recorded'}; "
+            f"{record.plan.record} records {', '.join(names)}"
+        )
     entry = record.data["pids"][name]
-    stop_pid(entry["pid"], entry["program"])
+    if not stop_pid(entry["pid"], entry["program"], config=entry.get("config")):
+        LOG.info("%s (pid %d) was not running", name, entry["pid"])
     return entry["pid"]
 
 
-def restart_daemon(directory: Path, name: str) -> int:
-    """Start a stopped sshd again with its own configuration."""
-    record = Record.load(directory)
-    if record is None or not name.startswith("sshd-"):
-        raise LabError(f"only a recorded sshd restarts; got {name}")
-    entry = record.data["pids"].get(name)
-    if entry and alive(entry["pid"]) and program_of(entry["pid"]) == entry["program"]:
-        return entry["pid"]
+def restart_daemon(directory: Path, name: str | None) -> int:
+    """Start a stopped sshd of the lab again with its own configuration; a running one stays.
+
+    An sshd that serves but is not the recorded PID (a record of an earlier lab.py that started
+    a second one) is recorded again instead of started twice."""
+    record = complete_record(directory)
+    sshds = [known for known in record.data["pids"] if known.startswith("sshd-")]
+    if name not in sshds:
+        raise UsageError(
+            f"{'name the sshd to restart' if name is None else f'no sshd {name!r} recorded'}; "
+            f"{record.plan.record} records {', '.join(sshds)}"
+        )
+    entry = record.data["pids"][name]
     host = name.removeprefix("sshd-")
-    config = directory / "ssh" / host / "sshd_config"
-    return start(
-        record, name, record.plan.ns(host), ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)]
-    )
+    namespace = record.plan.ns(host)
+    config = entry.get("config") or str(directory / "ssh" / host / "sshd_config")
+    if runs(entry["pid"], "sshd", config=config):
+        LOG.info("%s runs already (pid %d); nothing to restart", name, entry["pid"])
+        return entry["pid"]
+
+    serving = [pid for pid in ssh_listeners(namespace) if runs(pid, "sshd", config=config)]
+    if serving:
+        LOG.info(
+            "%s runs as pid %d, not as the recorded %d; recorded it", name, serving[0], entry["pid"]
+        )
+        record.add("pids", {"pid": serving[0], "program": "sshd", "config": config}, key=name)
+        return serving[0]
+
+    pid = start_sshd_daemon(record, name, config=config)
+    wait_for_listener(record, name, pid)
+    return pid
+
+
+def wait_for_listener(record: Record, name: str, pid: int) -> None:
+    """Until a restarted sshd listens; a clear error if it exits (its address taken, say)."""
+    namespace = record.plan.ns(name.removeprefix("sshd-"))
+    log = record.plan.directory / "logs" / f"{name}.log"
+
+    def listening() -> bool:
+        if not alive(pid):
+            others = ssh_listeners(namespace)
+            held = f"; port 22 in {namespace} is held by pid {others[0]}" if others else ""
+            raise LabError(f"{name} (pid {pid}) exited at start{held}; see {log}")
+        return pid in ssh_listeners(namespace)
+
+    wait_until(f"{name} (pid {pid}) listening on port 22", listening, log=log)
 
 
 def complete_record(directory: Path) -> Record:
@@ -859,7 +945,7 @@ def clock(epoch: float) -> str:
 def running_attack(record: Record) -> dict | None:
     """The recorded attack (background or foreground) while its process runs."""
     entry = record.data["pids"].get("attack")
-    if entry and alive(entry["pid"]) and entry["program"] in program_of(entry["pid"]):
+    if entry and entry_runs(entry):
         return entry
     return None
 
@@ -1120,52 +1206,77 @@ def attack_seconds(text: str) -> float:
     return seconds
 
 
+COMMANDS = {
+    "up": "build the lab, print its address plan",
+    "down": "stop every daemon by PID, delete the namespaces",
+    "status": "what runs, by PID",
+    "stop": "stop one recorded daemon by PID",
+    "restart": "start a stopped sshd of the lab again",
+    "reset": "stop the attack, empty the block list, start a new analysis window",
+    "attack": "run the five attack kinds and legitimate mail (bounded)",
+    "probe": "per source: does it still get a 220, did its mail reach the campus server",
+}
+
+
 def parser() -> argparse.ArgumentParser:
+    """One subcommand a command: each takes its own options only, and refuses the others."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "command",
-        choices=["up", "down", "status", "stop", "restart", "reset", "attack", "probe"],
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the lab directory")
+    sub = {}
+    for name, text in COMMANDS.items():
+        sub[name] = commands.add_parser(name, parents=[common], help=text, description=text)
+        sub[name].set_defaults(command_parser=sub[name])
+
+    add_up_options(sub["up"])
+    for name in ("stop", "restart"):
+        sub[name].add_argument("name", nargs="?", help="a daemon named in `lab.py status`")
+    add_attack_options(sub["attack"])
+    sub["probe"].add_argument("--table", action="store_true", help="one line a source")
+    sub["probe"].add_argument(
+        "--expect-defended",
+        action="store_true",
+        help="after the cycle, an attacker the cycle should block but still served is wrong "
+        "too (a legitimate sender cut off is wrong always); exit 1 on anything wrong",
     )
-    parser.add_argument("name", nargs="?", help="daemon name for stop / restart")
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the lab directory")
-    parser.add_argument(
+    sub["reset"].add_argument(
+        "--keep-window",
+        action="store_true",
+        help="only empty the block list; the attack and the analysis window go on",
+    )
+    return parser
+
+
+def add_up_options(up: argparse.ArgumentParser) -> None:
+    up.add_argument(
         "--prefix",
         type=lab_prefix,
         default=os.environ.get("SMTPGUARD_LAB_PREFIX", "sgl1"),
         help="namespace prefix, unique per lab ($SMTPGUARD_LAB_PREFIX)",
     )
-    parser.add_argument(
+    up.add_argument(
         "--number",
         type=lab_number,
         default=os.environ.get("SMTPGUARD_LAB_NUMBER", "1"),
         help="third octet of the lab's links, 0 to 255, unique per lab ($SMTPGUARD_LAB_NUMBER)",
     )
-    parser.add_argument(
+
+
+def add_attack_options(attack: argparse.ArgumentParser) -> None:
+    attack.add_argument(
         "--duration",
         type=attack_seconds,
         default=120.0,
-        help=f"attack: seconds, above 0 and at most {MAX_ATTACK} "
+        help=f"seconds, above 0 and at most {MAX_ATTACK} "
         f"(the floods match their rules after about {MATCH_AFTER} s)",
     )
-    parser.add_argument("--legit-only", action="store_true", help="attack: legitimate mail only")
-    parser.add_argument(
+    attack.add_argument("--legit-only", action="store_true", help="legitimate mail only")
+    attack.add_argument(
         "--background",
         action="store_true",
-        help="attack: return at once; `down` stops it by PID if still running",
+        help="return at once; `down` stops it by PID if still running",
     )
-    parser.add_argument("--table", action="store_true", help="probe: one line a source")
-    parser.add_argument(
-        "--expect-defended",
-        action="store_true",
-        help="probe: after the cycle, an attacker the cycle should block but still served is "
-        "wrong too (a legitimate sender cut off is wrong always); exit 1 on anything wrong",
-    )
-    parser.add_argument(
-        "--keep-window",
-        action="store_true",
-        help="reset: only empty the block list; the attack and the analysis window go on",
-    )
-    return parser
 
 
 INTERRUPTED = {
@@ -1177,7 +1288,10 @@ INTERRUPTED = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args, extra = parser().parse_known_args(argv)
+    if extra:
+        # The command's own usage, which lists what it takes: `down --duration 5` is refused.
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if os.geteuid() != 0:
         LOG.error("the lab needs root (network namespaces, daemons)")
@@ -1187,6 +1301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     try:
         return run_command(args)
+    except UsageError as exc:
+        args.command_parser.error(str(exc))  # exits 2
     except LabError as exc:
         LOG.error("%s", exc)
         return 1
@@ -1205,24 +1321,33 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "up":
         record, running = up(Plan(args.prefix, args.number, args.dir))
         facts = {**record.data["facts"], "build_seconds": record.data["build_seconds"]}
-        print(json.dumps({**facts, "already_running": running}, indent=2))
+        say(json.dumps({**facts, "already_running": running}, indent=2))
     elif args.command == "down":
-        print("lab removed" if down(args.dir) else f"no lab recorded in {args.dir}")
+        say("lab removed" if down(args.dir) else f"no lab recorded in {args.dir}")
     elif args.command == "status":
-        print(json.dumps(status(args.dir), indent=2))
+        say(json.dumps(status(args.dir), indent=2))
     elif args.command == "stop":
-        print(stop_daemon(args.dir, args.name))
+        say(str(stop_daemon(args.dir, args.name)))
     elif args.command == "restart":
-        print(restart_daemon(args.dir, args.name))
+        say(str(restart_daemon(args.dir, args.name)))
     elif args.command == "reset":
-        print(reset(args.dir, keep_window=args.keep_window))
+        say(reset(args.dir, keep_window=args.keep_window))
     elif args.command == "attack" and args.background:
-        print(attack_in_background(args.dir, duration=args.duration, legit_only=args.legit_only))
+        say(attack_in_background(args.dir, duration=args.duration, legit_only=args.legit_only))
     elif args.command == "attack":
         return attack_in_foreground(args.dir, duration=args.duration, legit_only=args.legit_only)
     else:
         return probe(args.dir, table=args.table, expect_defended=args.expect_defended)
     return 0
+
+
+def say(text: str) -> None:
+    """The command's answer on stdout; a reader that stopped early (`status | head`) is fine."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python flushes stdout again on exit: /dev/null takes what is left, without an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def probe(directory: Path, *, table: bool, expect_defended: bool) -> int:
@@ -1241,9 +1366,17 @@ def probe(directory: Path, *, table: bool, expect_defended: bool) -> int:
         *(["--table"] if table else []),
         *(["--expect-defended"] if expect_defended else []),
     ]
+    # Its answer passes through here: a reader that stops early (`probe --table | head`) is
+    # no error.
     done = subprocess.run(
-        ["ip", "netns", "exec", record.plan.ns("internet"), *command], check=False, timeout=120
+        ["ip", "netns", "exec", record.plan.ns("internet"), *command],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+        timeout=120,
     )
+    if done.stdout:
+        say(done.stdout.removesuffix("\n"))
     return done.returncode
 
 
