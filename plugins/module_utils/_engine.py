@@ -11,8 +11,8 @@ A format is a module with four names:
 
 Readers key sessions by bytes `b"<host> <id>"`, with `Engine.origin` as the host of a line
 that names none: `host_of` splits the gateway off there, and the checkpoint stores keys as
-text. Only addresses that went through
-`Engine.source` (that is, `ipaddress`) become sources or servers.
+text. Only addresses that went through `Engine.source` (that is, `ipaddress`) become sources
+or servers.
 """
 
 from __future__ import annotations

@@ -448,12 +448,12 @@ def _duration(message: bytes, after: int, *, engine: Engine) -> float | None:
     """The session length of Exim's own D= on an end line: the last one after the client's
     address (`after`), not inside `<...>` or `"..."`. None without one; a value no session
     has is counted in stats.bad_fields and left out."""
-    at = message.rfind(b" D=", after)
+    at = _outside_client_text(message, b" D=", after)
     if at < 0:
         return None
-    between = message[after:at]
-    if between.count(b"<") > between.count(b">") or between.count(b'"') % 2:
-        return None  # inside a sender address or quoted text: a client's, not Exim's
+    # Exim writes D= last; from a place outside the client's text the scan starts afresh.
+    while (later := _outside_client_text(message, b" D=", at + 3)) >= 0:
+        at = later
     end = message.find(b" ", at + 3)
     duration = parse_duration(message[at + 3 : end if end >= 0 else len(message)])
     if duration is None:
